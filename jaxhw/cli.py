@@ -1,0 +1,137 @@
+"""The ``jaxhw`` command: run parts of the problem set and assemble the report.
+
+    jaxhw list
+    jaxhw run all --quick            # minutes on a laptop CPU
+    jaxhw run cifar100 --resume      # full protocol, continue from checkpoints
+    jaxhw report --out results       # re-assemble REPORT.md from what has run
+
+Experiments are looked up by name in ``experiments.PARTS`` and imported lazily, so the library
+never imports experiment code and a broken part does not stop ``jaxhw list``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from jaxhw import report
+
+
+def _parts() -> dict[str, str]:
+    from experiments import PARTS
+
+    return PARTS
+
+
+def run_part(name: str, args: argparse.Namespace) -> float:
+    """Run one part; returns its wall time in seconds."""
+    parts = _parts()
+    if name not in parts:
+        raise SystemExit(f"jaxhw: unknown part {name!r}; choose from: {', '.join(parts)} or 'all'")
+    module = importlib.import_module(parts[name])
+    ctx = report.RunContext(
+        out_dir=Path(args.out),
+        part=name,
+        quick=args.quick,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        seed=args.seed,
+        resume=args.resume,
+    )
+    t0 = time.perf_counter()
+    ctx.log(f"starting ({'quick' if args.quick else 'full'} profile)")
+    module.run(ctx)
+    elapsed = time.perf_counter() - t0
+    ctx.log(f"done in {elapsed:.1f} s")
+    return elapsed
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    names = list(_parts()) if args.part == ["all"] else args.part
+    failures: list[str] = []
+    timings: dict[str, float] = {}
+    for name in names:
+        try:
+            timings[name] = run_part(name, args)
+        except SystemExit:
+            raise
+        except Exception:  # keep going: one failing part must not lose the others' results
+            traceback.print_exc()
+            failures.append(name)
+            if len(names) == 1:
+                break
+    path = report.assemble_report(Path(args.out))
+    print(f"report written to {path}")
+    for name, t in timings.items():
+        print(f"  {name:20s} {t:8.1f} s")
+    if failures:
+        print(f"jaxhw: these parts failed: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    del args
+    for name, module in _parts().items():
+        print(f"{name:20s} {module}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    print(f"report written to {report.assemble_report(Path(args.out))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxhw", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_list = sub.add_parser("list", help="list the parts of the problem set")
+    p_list.set_defaults(func=cmd_list)
+
+    p_run = sub.add_parser("run", help="run one or more parts ('all' for every part)")
+    p_run.add_argument("part", nargs="+", help="part name(s) from 'jaxhw list', or 'all'")
+    p_run.add_argument("--quick", action="store_true", help="reduced settings (minutes on a CPU)")
+    p_run.add_argument("--out", default="results", help="output directory (default: results/)")
+    p_run.add_argument(
+        "--data-dir",
+        default=os.environ.get("JAXHW_DATA_DIR"),
+        help="directory holding cifar100/ and esol/ (default: $JAXHW_DATA_DIR)",
+    )
+    p_run.add_argument("--seed", type=int, default=0)
+    p_run.add_argument("--resume", action="store_true", help="continue from checkpoints")
+    p_run.set_defaults(func=cmd_run)
+
+    p_report = sub.add_parser("report", help="re-assemble REPORT.md from finished parts")
+    p_report.add_argument("--out", default="results")
+    p_report.set_defaults(func=cmd_report)
+
+    p_pred = sub.add_parser(
+        "predict-solubility", help="predict log10 aqueous solubility (mol/L) from SMILES"
+    )
+    p_pred.add_argument("smiles", nargs="+", help="one or more SMILES strings")
+    p_pred.add_argument("--model", default=None, help="saved model directory (default: shipped)")
+    p_pred.set_defaults(func=_lazy("jaxhw.solubility", "predict_main"))
+    return parser
+
+
+def _lazy(module: str, function: str):
+    """Import a command's implementation only when it runs (keeps `jaxhw list` instant)."""
+
+    def call(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(module), function)(args)
+
+    return call
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
