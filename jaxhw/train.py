@@ -1,0 +1,350 @@
+"""The training engine every experiment shares: jitted steps, data-parallel fit loop, checkpoints.
+
+* ``train_step(state, batch) -> (state, metrics)`` and ``eval_step(state, batch) -> metrics`` are
+  pure functions built from a *loss function* and compiled once with ``jax.jit``; any optax
+  optimizer plugs in through the state's ``tx``.
+* Data parallelism uses JAX's own sharding: a 1-D ``Mesh`` over all local devices with axis
+  ``"data"``; each batch is sharded along its leading axis, parameters are replicated, and XLA
+  (GSPMD) inserts the gradient all-reduce. The same code runs on 1 CPU, 8 GPUs or a TPU slice.
+* ``fit`` runs epochs with a progress bar (throughput, ETA), keeps a per-epoch metrics history
+  (JSON + CSV), checkpoints every epoch with orbax and resumes bit-for-bit: the data order of
+  epoch e depends only on (seed, e), and the PRNG key for step s is ``fold_in(key, s)``.
+
+Metrics convention: a loss function returns per-batch *sums* (``loss``, ``correct``, …) and a
+``count``; epoch means are sums / count, so masked (padded) examples never bias a mean.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+Batch = Mapping[str, Any]
+Metrics = dict[str, jax.Array]
+# loss_fn(apply_fn, variables, batch, rng, train) -> (mean loss, (metric sums, mutated collections))
+LossFn = Callable[[Callable[..., Any], dict, Batch, jax.Array, bool], tuple[jax.Array, tuple[Metrics, dict]]]
+
+
+class TrainState(train_state.TrainState):
+    """flax's TrainState plus BatchNorm statistics and a PRNG key (dropout, augmentation)."""
+
+    batch_stats: Any = None
+    rng: jax.Array | None = None
+
+
+def create_train_state(
+    model: flax.linen.Module,
+    tx: optax.GradientTransformation,
+    example_input: Any,
+    seed: int,
+    **init_kwargs: Any,
+) -> TrainState:
+    """Initialise ``model`` on ``example_input`` and pair it with the optimizer ``tx``."""
+    init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
+    variables = model.init(init_key, example_input, **init_kwargs)
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        tx=tx,
+        batch_stats=variables.get("batch_stats"),
+        rng=state_key,
+    )
+
+
+def _variables(state: TrainState, params: Any) -> dict:
+    variables = {"params": params}
+    if state.batch_stats is not None:
+        variables["batch_stats"] = state.batch_stats
+    return variables
+
+
+def make_train_step(loss_fn: LossFn, *, donate: bool = True) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """A jitted ``train_step(state, batch) -> (state, metric sums)`` for any loss and optimizer."""
+
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        rng = jax.random.fold_in(state.rng, state.step)
+
+        def objective(params):
+            return loss_fn(state.apply_fn, _variables(state, params), batch, rng, True)
+
+        (_, (metrics, mutated)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        new_state = state.apply_gradients(
+            grads=grads, batch_stats=mutated.get("batch_stats", state.batch_stats)
+        )
+        return new_state, metrics
+
+    return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+
+
+def make_eval_step(loss_fn: LossFn) -> Callable[[TrainState, Batch], Metrics]:
+    """A jitted ``eval_step(state, batch) -> metric sums`` (``train=False``: no dropout, running BN stats)."""
+
+    def eval_step(state: TrainState, batch: Batch) -> Metrics:
+        _, (metrics, _) = loss_fn(state.apply_fn, _variables(state, state.params), batch, state.rng, False)
+        return metrics
+
+    return jax.jit(eval_step)
+
+
+def classification_loss(
+    preprocess: Callable[[jax.Array, jax.Array, bool], jax.Array] | None = None,
+    label_smoothing: float = 0.0,
+) -> LossFn:
+    """Softmax cross-entropy for batches ``{"x", "y"[, "mask"]}``.
+
+    ``preprocess(x, rng, train)`` runs inside the jitted step (e.g. uint8 → normalised float and
+    random crop/flip), so images travel to the device as bytes. Metric sums: ``loss`` (plain
+    cross-entropy, no smoothing), ``correct`` and ``count``; masked-out examples count nowhere.
+    """
+
+    def loss_fn(apply_fn, variables, batch, rng, train):
+        aug_key, dropout_key = jax.random.split(rng)
+        x = batch["x"] if preprocess is None else preprocess(batch["x"], aug_key, train)
+        mutable = ["batch_stats"] if (train and "batch_stats" in variables) else False
+        out = apply_fn(variables, x, train=train, rngs={"dropout": dropout_key}, mutable=mutable)
+        logits, mutated = out if mutable else (out, {})
+        labels = batch["y"]
+        mask = batch.get("mask", jnp.ones(labels.shape, jnp.float32)).astype(jnp.float32)
+        num_classes = logits.shape[-1]
+        onehot = jax.nn.one_hot(labels, num_classes)
+        smoothed = optax.smooth_labels(onehot, label_smoothing) if label_smoothing else onehot
+        per_example = optax.softmax_cross_entropy(logits, smoothed)
+        count = jnp.maximum(mask.sum(), 1.0)
+        loss = (per_example * mask).sum() / count
+        plain = optax.softmax_cross_entropy(logits, onehot) if label_smoothing else per_example
+        metrics = {
+            "loss": (plain * mask).sum(),
+            "correct": ((jnp.argmax(logits, -1) == labels) * mask).sum(),
+            "count": mask.sum(),
+        }
+        return loss, (metrics, mutated)
+
+    return loss_fn
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharding: a 1-D data mesh
+# ---------------------------------------------------------------------------------------------
+
+
+def data_mesh(devices: Iterable[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh named ``"data"`` over ``devices`` (default: all local devices)."""
+    devs = np.asarray(list(devices) if devices is not None else jax.local_devices())
+    return Mesh(devs, ("data",))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Place every leaf on every device of ``mesh`` (parameters, optimizer state)."""
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def shard_batch(batch: Batch, mesh: Mesh) -> Batch:
+    """Split each array's leading axis over the ``"data"`` axis (replicate when it does not divide)."""
+    n = mesh.devices.size
+
+    def put(x):
+        x = np.asarray(x) if not isinstance(x, jax.Array) else x
+        spec = P("data") if (x.ndim >= 1 and x.shape[0] % n == 0) else P()
+        return jax.device_put(x, NamedSharding(mesh, spec))
+
+    return jax.tree.map(put, batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def summarize(sums: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Metric sums → means (``loss`` → mean loss, ``correct`` → ``accuracy``), plus the count."""
+    count = float(sums.get("count", 1.0)) or 1.0
+    out: dict[str, float] = {}
+    for key, value in sums.items():
+        if key == "count":
+            continue
+        name = "accuracy" if key == "correct" else key
+        out[prefix + name] = float(value) / count
+    out[prefix + "count"] = count
+    return out
+
+
+def accumulate(total: dict[str, Any] | None, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(metrics) if total is None else {k: total[k] + metrics[k] for k in total}
+
+
+def evaluate(
+    eval_step: Callable[[TrainState, Batch], Metrics],
+    state: TrainState,
+    batches: Iterable[Batch],
+    mesh: Mesh | None = None,
+) -> dict[str, float]:
+    """Run ``eval_step`` over all batches and return mean metrics."""
+    total = None
+    for batch in batches:
+        total = accumulate(total, eval_step(state, shard_batch(batch, mesh) if mesh else batch))
+    if total is None:
+        raise ValueError("evaluate() got no batches")
+    return summarize(jax.device_get(total))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints (orbax)
+# ---------------------------------------------------------------------------------------------
+
+
+def _checkpoint_manager(directory: Path):
+    import orbax.checkpoint as ocp
+
+    return ocp.CheckpointManager(
+        Path(directory).absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False),
+    )
+
+
+def save_checkpoint(directory: Path, epoch: int, state: TrainState, history: list[dict]) -> None:
+    """Save the whole train state and the metrics history as checkpoint ``epoch``."""
+    import orbax.checkpoint as ocp
+
+    with _checkpoint_manager(directory) as mngr:
+        mngr.save(
+            epoch,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), history=ocp.args.JsonSave(history)),
+            force=True,
+        )
+        mngr.wait_until_finished()
+
+
+def restore_checkpoint(directory: Path, target: TrainState) -> tuple[int, TrainState, list[dict]] | None:
+    """The latest checkpoint as ``(epoch, state, history)``, restored into ``target``'s structure, or None."""
+    import orbax.checkpoint as ocp
+
+    if not Path(directory).is_dir():
+        return None
+    with _checkpoint_manager(directory) as mngr:
+        epoch = mngr.latest_step()
+        if epoch is None:
+            return None
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        restored = mngr.restore(
+            epoch,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()),
+        )
+    return epoch, restored.state, list(restored.history)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fit loop
+# ---------------------------------------------------------------------------------------------
+
+
+def write_history(history: list[dict], path_stem: Path) -> None:
+    """Per-epoch metrics as ``<stem>.json`` and ``<stem>.csv``."""
+    path_stem = Path(path_stem)
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    path_stem.with_suffix(".json").write_text(json.dumps(history, indent=2))
+    if history:
+        keys = list(dict.fromkeys(k for row in history for k in row))
+        with path_stem.with_suffix(".csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(history)
+
+
+def fit(
+    state: TrainState,
+    *,
+    train_step: Callable[[TrainState, Batch], tuple[TrainState, Metrics]],
+    eval_step: Callable[[TrainState, Batch], Metrics] | None,
+    train_batches: Callable[[int], Iterator[Batch]],
+    eval_batches: Mapping[str, Callable[[], Iterable[Batch]]] | None = None,
+    epochs: int,
+    steps_per_epoch: int | None = None,
+    mesh: Mesh | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    history_path: Path | None = None,
+    desc: str = "train",
+    progress: bool = True,
+    on_epoch_end: Callable[[int, TrainState, dict], None] | None = None,
+) -> tuple[TrainState, list[dict]]:
+    """Train for ``epochs`` epochs; evaluate, record, checkpoint after each.
+
+    Args:
+      state: the initial state (also the structure a resumed checkpoint is restored into).
+      train_step / eval_step: from :func:`make_train_step` / :func:`make_eval_step`.
+      train_batches: ``epoch -> iterator of host batches``; must depend only on the epoch (and a
+        seed it closes over) so that a resumed run sees the same data as an uninterrupted one.
+      eval_batches: name → a function returning that split's batches (e.g. ``{"val": ...}``).
+      steps_per_epoch: for the progress bar's ETA (optional).
+      mesh: the data mesh; defaults to all local devices.
+      checkpoint_dir: save after every epoch here; with ``resume=True`` continue from the latest.
+      history_path: write ``<path>.json`` / ``.csv`` after every epoch.
+      on_epoch_end: called as ``(epoch, state, record)`` after the checkpoint is written.
+
+    Returns:
+      The final state and the per-epoch history (list of dicts, epoch numbers from 1).
+    """
+    from tqdm.auto import tqdm
+
+    mesh = mesh or data_mesh()
+    history: list[dict] = []
+    start_epoch = 0
+    if resume and checkpoint_dir is not None:
+        restored = restore_checkpoint(checkpoint_dir, state)
+        if restored is not None:
+            start_epoch, state, history = restored
+            print(f"[{desc}] resumed from epoch {start_epoch} checkpoint in {checkpoint_dir}", flush=True)
+    state = replicate(state, mesh)
+    bar = tqdm(
+        total=(epochs - start_epoch) * steps_per_epoch if steps_per_epoch else None,
+        desc=desc,
+        unit="step",
+        disable=not progress,
+        mininterval=2.0,
+        dynamic_ncols=True,
+    )
+    for epoch in range(start_epoch + 1, epochs + 1):
+        t0 = time.perf_counter()
+        total = None
+        for batch in train_batches(epoch):
+            state, metrics = train_step(state, shard_batch(batch, mesh))
+            total = accumulate(total, metrics)
+            bar.update(1)
+            if bar.n % 20 == 0:
+                n_seen = float(total["count"])
+                bar.set_postfix(epoch=epoch, ex_per_s=f"{n_seen / (time.perf_counter() - t0):.0f}")
+        if total is None:
+            raise ValueError(f"train_batches({epoch}) yielded no batches")
+        train_metrics = summarize(jax.device_get(total), "train_")
+        train_time = time.perf_counter() - t0
+        record: dict[str, Any] = {"epoch": epoch, **train_metrics}
+        for name, batches in (eval_batches or {}).items():
+            if eval_step is None:
+                raise ValueError("eval_batches given but eval_step is None")
+            record.update({f"{name}_{k}": v for k, v in evaluate(eval_step, state, batches(), mesh).items()})
+        record["train_seconds"] = train_time
+        record["examples_per_second"] = train_metrics["train_count"] / train_time
+        history.append(record)
+        bar.write(
+            f"[{desc}] epoch {epoch}/{epochs} "
+            + " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch" and not k.endswith("count"))
+        )
+        if history_path is not None:
+            write_history(history, history_path)
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, epoch, jax.device_get(state), history)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, state, record)
+    bar.close()
+    return state, history

@@ -1,0 +1,136 @@
+"""Training engine: loss goes down on real images, resume is exact, 4 devices equal 1, determinism."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxhw import data, train
+from jaxhw.models import MLP, make_cnn
+
+
+@pytest.fixture(scope="module")
+def sample():
+    d = data.load_cifar100_sample()
+    return d.x_train[:384], d.y_train[:384]
+
+
+def _fit(sample, model, epochs, tmp_path=None, resume=False, on_epoch_end=None, seed=0, lr=1e-3):
+    x, y = sample
+    loss_fn = train.classification_loss(data.cifar_preprocess(augment=True), label_smoothing=0.1)
+    state = train.create_train_state(model, optax.adam(lr), jnp.zeros((1, 32, 32, 3)), seed)
+    return train.fit(
+        state,
+        train_step=train.make_train_step(loss_fn),
+        eval_step=train.make_eval_step(loss_fn),
+        train_batches=lambda e: data.iterate_batches({"x": x, "y": y}, 64, seed=seed, epoch=e, drop_remainder=True),
+        eval_batches={"train_eval": lambda: data.iterate_batches({"x": x, "y": y}, 128)},
+        epochs=epochs,
+        checkpoint_dir=None if tmp_path is None else tmp_path / "ckpt",
+        history_path=None if tmp_path is None else tmp_path / "history",
+        resume=resume,
+        progress=False,
+        on_epoch_end=on_epoch_end,
+    )
+
+
+def test_training_reduces_loss_on_real_images(sample):
+    x, y = sample
+    model = make_cnn(channels=(16, 16, 32, 32), dense=(64, 64), dropout=0.0, batch_norm=False)
+    loss_fn = train.classification_loss(data.cifar_preprocess(augment=False))
+    state = train.create_train_state(model, optax.adam(3e-3), jnp.zeros((1, 32, 32, 3)), 0)
+    eval_step = train.make_eval_step(loss_fn)
+    batches = lambda: data.iterate_batches({"x": x, "y": y}, 128)
+    before = train.evaluate(eval_step, state, batches())["loss"]
+    step = train.make_train_step(loss_fn)
+    for epoch in range(4):
+        for b in data.iterate_batches({"x": x, "y": y}, 64, seed=0, epoch=epoch, drop_remainder=True):
+            state, _ = step(state, b)
+    after = train.evaluate(eval_step, state, batches())["loss"]
+    assert np.isfinite(after) and after < before - 0.1, (before, after)
+
+
+def test_resume_after_interruption_matches_uninterrupted(sample, tmp_path):
+    model = MLP(width=32, depth=2)
+    full_state, full_hist = _fit(sample, model, 3)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(epoch, state, record):
+        if epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        _fit(sample, model, 3, tmp_path, on_epoch_end=kill_after_two)
+    assert (tmp_path / "history.json").is_file() and (tmp_path / "history.csv").is_file()
+    resumed_state, resumed_hist = _fit(sample, model, 3, tmp_path, resume=True)
+    assert [h["epoch"] for h in resumed_hist] == [1, 2, 3]
+    chex_equal = jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                              full_state.params, resumed_state.params)
+    assert chex_equal is not None
+    np.testing.assert_allclose(full_hist[-1]["train_eval_loss"], resumed_hist[-1]["train_eval_loss"], rtol=1e-6)
+    assert int(resumed_state.step) == int(full_state.step)
+
+
+def test_same_seed_same_numbers(sample):
+    _, h1 = _fit(sample, MLP(width=32, depth=2), 1, seed=3)
+    _, h2 = _fit(sample, MLP(width=32, depth=2), 1, seed=3)
+    _, h3 = _fit(sample, MLP(width=32, depth=2), 1, seed=4)
+    assert h1[0]["train_loss"] == h2[0]["train_loss"]
+    assert h1[0]["train_loss"] != h3[0]["train_loss"]
+
+
+def test_masked_examples_do_not_count():
+    model = MLP(width=8, depth=1, num_classes=3)
+    loss_fn = train.classification_loss()
+    state = train.create_train_state(model, optax.sgd(0.1), jnp.zeros((1, 4)), 0)
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1, 2])
+    full = train.make_eval_step(loss_fn)(state, {"x": x[:4], "y": y[:4]})
+    garbage = x.copy()
+    garbage[4:] = 1e6
+    masked = train.make_eval_step(loss_fn)(state, {"x": garbage, "y": y, "mask": np.array([1, 1, 1, 1, 0, 0.0])})
+    for k in full:
+        np.testing.assert_allclose(masked[k], full[k], rtol=1e-6)
+
+
+FOUR_DEVICES = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np, optax
+    from jaxhw import data, train
+    from jaxhw.models import MLP
+    assert len(jax.devices()) == 4, jax.devices()
+    d = data.load_cifar100_sample()
+    x, y = d.x_train[:256], d.y_train[:256]
+    loss_fn = train.classification_loss(data.cifar_preprocess(augment=True))
+    def run(devices):
+        mesh = train.data_mesh(devices)
+        state = train.replicate(train.create_train_state(MLP(64, 2), optax.adam(1e-3), jnp.zeros((1, 32, 32, 3)), 0), mesh)
+        step = train.make_train_step(loss_fn)
+        losses = []
+        for b in data.iterate_batches({"x": x, "y": y}, 64, seed=0, epoch=1, drop_remainder=True):
+            sb = train.shard_batch(b, mesh)
+            state, m = step(state, sb)
+            losses.append(float(m["loss"]) / float(m["count"]))
+        return np.array(losses), sb["x"].sharding
+    one, _ = run(jax.devices()[:1])
+    four, sharding = run(jax.devices())
+    assert len(sharding.device_set) == 4, sharding
+    np.testing.assert_allclose(one, four, rtol=2e-5)
+    print("OK", one.tolist())
+    """
+)
+
+
+def test_four_device_data_parallel_equals_one_device():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", FOUR_DEVICES], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("OK")
