@@ -1,0 +1,131 @@
+"""CIFAR-100 train-step throughput: jaxhw (JAX/Flax) vs the same models in PyTorch, in one run.
+
+    python benchmarks/bench_cifar.py                 # CNN + MLP, 5 alternating rounds
+    python benchmarks/bench_cifar.py --models cnn --rounds 3 --steps 30
+
+Both sides train the same architecture (Q12's CNN: 4 × [3×3 conv, BatchNorm, ReLU, 2×2 max-pool],
+dense 256-128-100, dropout 0.3; the MLPs w=128 d=3/7) with AdamW, label smoothing 0.1, batch
+128, random crop + flip done inside the step on the JAX side and on the PyTorch side alike.
+The PyTorch peer is tuned as a user would: channels_last, ``torch.set_num_threads(2)``.
+Rounds alternate JAX and PyTorch so machine noise hits both; the printed ratio is
+median(JAX images/s) / median(PyTorch images/s). PyTorch is a benchmark-only dependency
+(``pip install torch==2.13.0``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+BATCH = 128
+
+
+def jax_step_fn(model_name: str):
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxhw import data, train
+    from jaxhw.models import MLP, make_cnn
+
+    model = {"cnn": make_cnn, "mlp_d3": lambda: MLP(128, 3), "mlp_d7": lambda: MLP(128, 7)}[model_name]()
+    state = train.create_train_state(model, optax.adamw(1e-3, weight_decay=5e-4), jnp.zeros((1, 32, 32, 3)), 0)
+    step = train.make_train_step(train.classification_loss(data.cifar_preprocess(True), 0.1))
+    rng = np.random.default_rng(0)
+    batch = {"x": rng.integers(0, 256, (BATCH, 32, 32, 3), dtype=np.uint8), "y": rng.integers(0, 100, BATCH)}
+    holder = {"state": state}
+
+    def run(n: int) -> float:
+        s = holder["state"]
+        t0 = time.perf_counter()
+        for _ in range(n):
+            s, m = step(s, batch)
+        jax.block_until_ready(m)
+        holder["state"] = s
+        return n * BATCH / (time.perf_counter() - t0)
+
+    run(2)  # compile + warm-up
+    return run
+
+
+def torch_step_fn(model_name: str, threads: int):
+    import torch
+    import torch.nn as tnn
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+
+    def cnn():
+        layers, c_in = [], 3
+        for c in (32, 64, 128, 256):
+            layers += [tnn.Conv2d(c_in, c, 3, padding=1, bias=False), tnn.BatchNorm2d(c), tnn.ReLU(), tnn.MaxPool2d(2)]
+            c_in = c
+        return tnn.Sequential(*layers, tnn.Flatten(), tnn.Linear(1024, 256), tnn.ReLU(), tnn.Dropout(0.3),
+                              tnn.Linear(256, 128), tnn.ReLU(), tnn.Dropout(0.3), tnn.Linear(128, 100))
+
+    def mlp(depth):
+        layers, d = [tnn.Flatten()], 3072
+        for _ in range(depth - 1):
+            layers += [tnn.Linear(d, 128), tnn.ReLU()]
+            d = 128
+        return tnn.Sequential(*layers, tnn.Linear(d, 100))
+
+    model = {"cnn": cnn, "mlp_d3": lambda: mlp(3), "mlp_d7": lambda: mlp(7)}[model_name]()
+    model = model.to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=5e-4)
+    mean = torch.tensor([0.5071, 0.4865, 0.4409]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2673, 0.2564, 0.2762]).view(1, 3, 1, 1)
+    rng = np.random.default_rng(0)
+    x_u8 = torch.from_numpy(rng.integers(0, 256, (BATCH, 3, 32, 32), dtype=np.uint8))
+    y = torch.from_numpy(rng.integers(0, 100, BATCH))
+
+    def augment(x):
+        x = F.pad(x, (4, 4, 4, 4))
+        i, j = np.random.randint(0, 9, 2)
+        x = x[:, :, i:i + 32, j:j + 32]
+        flip = torch.rand(x.shape[0]) < 0.5
+        return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+
+    def step():
+        x = augment((x_u8.float() / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
+        loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def run(n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        return n * BATCH / (time.perf_counter() - t0)
+
+    run(2)
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["cnn", "mlp_d3", "mlp_d7"])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20, help="train steps per timed round")
+    parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
+    args = parser.parse_args()
+    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}  batch={BATCH}  steps/round={args.steps}")
+    print(f"{'model':8s} {'JAX img/s':>10s} {'PyTorch img/s':>14s} {'ratio JAX/PT':>13s} {'PT s/epoch(45k)':>16s}")
+    for name in args.models:
+        run_jax, run_torch = jax_step_fn(name), torch_step_fn(name, args.threads)
+        jx, pt = [], []
+        for _ in range(args.rounds):
+            jx.append(run_jax(args.steps))
+            pt.append(run_torch(args.steps))
+        j, p = statistics.median(jx), statistics.median(pt)
+        print(f"{name:8s} {j:10.0f} {p:14.0f} {j / p:13.2f} {45000 / p:16.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Report assembly order, JSON conversion, the CLI, and the Q14 deciding logic."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxhw import cli, inductive_bias as ib, report
+
+
+def test_sections_assemble_in_question_order(tmp_path):
+    b = report.RunContext(tmp_path, "part-b")
+    b.add_section("Q14", "Archs", "body 14")
+    b.add_section("Q2", "Dual", "body 2")
+    a = report.RunContext(tmp_path, "part-a")
+    a.add_section("Q10", "Steeper", "body 10")
+    a.add_section("Q1", "Norms", "body 1")
+    a.add_section("Q1", "More on norms", "body 1b")
+    text = report.assemble_report(tmp_path).read_text()
+    positions = [text.index(f"body {q}") for q in ("1", "1b", "2", "10", "14")]
+    assert positions == sorted(positions)
+    assert "## Q1. Norms" in text and "### More on norms" in text and "## Q10. Steeper" in text
+    assert "| part-a | full |" in text
+
+
+def test_rerunning_a_part_replaces_its_sections(tmp_path):
+    ctx = report.RunContext(tmp_path, "p")
+    ctx.add_section("Q3", "t", "old")
+    ctx2 = report.RunContext(tmp_path, "p")
+    ctx2.add_section("Q3", "t", "new")
+    text = report.assemble_report(tmp_path).read_text()
+    assert "new" in text and "old" not in text
+
+
+def test_bad_question_id_rejected(tmp_path):
+    with pytest.raises(ValueError, match="Q<number>"):
+        report.RunContext(tmp_path, "p").add_section("14", "t", "b")
+
+
+def test_to_jsonable_handles_numpy_and_jax(tmp_path):
+    import jax.numpy as jnp
+
+    ctx = report.RunContext(tmp_path, "p")
+    path = ctx.save_json("nums", {"a": np.float32(1.5), "b": jnp.arange(3), "c": (np.int64(2),), "d": float("nan")})
+    assert json.loads(path.read_text()) == {"a": 1.5, "b": [0, 1, 2], "c": [2], "d": "nan"}
+
+
+def test_cli_list_and_unknown_part(capsys, tmp_path):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for part in ("steepest-descent", "cifar100", "solubility", "lr-transfer"):
+        assert part in out
+    with pytest.raises(SystemExit, match="unknown part 'nope'"):
+        cli.main(["run", "nope", "--out", str(tmp_path)])
+
+
+def test_compare_architectures_decides_from_numbers():
+    v = ib.compare_architectures({"cnn": [0.55, 0.56], "mlp_d3": [0.22], "mlp_d7": [0.21]})
+    assert v["best"] == "cnn" and v["clear"] and v["margin"] == pytest.approx(0.335)
+    close = ib.compare_architectures({"a": [0.30, 0.20], "b": [0.24]})
+    assert close["best"] == "a" and not close["clear"]  # lead 0.01 < 2 × std 0.05
+    with pytest.raises(ValueError):
+        ib.compare_architectures({})
+
+
+def test_depth_verdict():
+    assert not ib.depth_verdict({3: 0.227, 7: 0.218, 15: 0.20})["helps"]
+    v = ib.depth_verdict({3: 0.20, 7: 0.25})
+    assert v["helps"] and v["best_depth"] == 7 and v["gains"][7] == pytest.approx(0.05)
+    with pytest.raises(ValueError):
+        ib.depth_verdict({3: 0.2})
