@@ -41,6 +41,7 @@ def run_part(name: str, args: argparse.Namespace) -> float:
         data_dir=Path(args.data_dir) if args.data_dir else None,
         seed=args.seed,
         resume=args.resume,
+        splits=Path(args.splits) if args.splits else None,
     )
     t0 = time.perf_counter()
     ctx.log(f"starting ({'quick' if args.quick else 'full'} profile)")
@@ -104,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_run.add_argument("--seed", type=int, default=0)
     p_run.add_argument("--resume", action="store_true", help="continue from checkpoints")
+    p_run.add_argument(
+        "--splits", default=None, help="solubility: .npz with explicit train/val/test index arrays per seed"
+    )
     p_run.set_defaults(func=cmd_run)
 
     p_report = sub.add_parser("report", help="re-assemble REPORT.md from finished parts")

@@ -103,6 +103,7 @@ class RunContext:
       data_dir: where data sets live (``--data-dir`` / ``JAXHW_DATA_DIR``), or None.
       seed: the base PRNG seed.
       resume: continue from checkpoints when they exist.
+      splits: an ``.npz`` of explicit train/val/test index arrays (parts that support it).
     """
 
     out_dir: Path
@@ -111,6 +112,7 @@ class RunContext:
     data_dir: Path | None = None
     seed: int = 0
     resume: bool = False
+    splits: Path | None = None
     _sections: list[Section] = dataclasses.field(default_factory=list)
     _results: dict[str, Any] = dataclasses.field(default_factory=dict)
 
