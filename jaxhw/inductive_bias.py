@@ -55,7 +55,7 @@ class Recipe:
     epochs: int = 20
     batch_size: int = 128
     peak_lr: float = 2e-3
-    weight_decay: float = 5e-4
+    weight_decay: float = 1e-2
     label_smoothing: float = 0.1
     augment: bool = True
     eval_batch_size: int = 500
@@ -65,7 +65,8 @@ def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> optax.GradientTransf
     schedule = optax.cosine_onecycle_schedule(
         transition_steps=recipe.epochs * steps_per_epoch, peak_value=recipe.peak_lr, pct_start=0.25
     )
-    return optax.adamw(schedule, weight_decay=recipe.weight_decay)
+    # Decay matrices and conv kernels only; biases and BatchNorm scales are left alone.
+    return optax.adamw(schedule, weight_decay=recipe.weight_decay, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p))
 
 
 def count_params(params: Any) -> int:
