@@ -47,6 +47,7 @@ def run_part(name: str, args: argparse.Namespace) -> float:
     ctx.log(f"starting ({'quick' if args.quick else 'full'} profile)")
     module.run(ctx)
     elapsed = time.perf_counter() - t0
+    ctx.finish(elapsed)
     ctx.log(f"done in {elapsed:.1f} s")
     return elapsed
 

@@ -113,6 +113,7 @@ class RunContext:
     seed: int = 0
     resume: bool = False
     splits: Path | None = None
+    seconds: float | None = None
     _sections: list[Section] = dataclasses.field(default_factory=list)
     _results: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -157,10 +158,16 @@ class RunContext:
         self._flush()
         return section
 
+    def finish(self, seconds: float) -> None:
+        """Record the part's wall time (shown in REPORT.md's header table)."""
+        self.seconds = float(seconds)
+        self._flush()
+
     def _flush(self) -> None:
         payload = {
             "part": self.part,
             "quick": self.quick,
+            "seconds": self.seconds,
             "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "platform": platform_summary(),
             "sections": [dataclasses.asdict(s) for s in self._sections],
@@ -204,11 +211,12 @@ def assemble_report(out_dir: Path, title: str = "jaxhw report") -> Path:
     lines.append("")
     lines.append(
         md_table(
-            ["part", "profile", "finished (UTC)", "backend", "jax"],
+            ["part", "profile", "wall time", "finished (UTC)", "backend", "jax"],
             [
                 [
                     p["part"],
                     "quick" if p.get("quick") else "full",
+                    f"{p['seconds'] / 60:.1f} min" if p.get("seconds") else "unfinished",
                     p.get("finished", "?"),
                     p.get("platform", {}).get("backend", "?"),
                     p.get("platform", {}).get("jax", "?"),

@@ -20,7 +20,9 @@ def test_sections_assemble_in_question_order(tmp_path):
     positions = [text.index(f"body {q}") for q in ("1", "1b", "2", "10", "14")]
     assert positions == sorted(positions)
     assert "## Q1. Norms" in text and "### More on norms" in text and "## Q10. Steeper" in text
-    assert "| part-a | full |" in text
+    assert "| part-a | full | unfinished |" in text
+    a.finish(90.0)
+    assert "| part-a | full | 1.5 min |" in report.assemble_report(tmp_path).read_text()
 
 
 def test_rerunning_a_part_replaces_its_sections(tmp_path):
