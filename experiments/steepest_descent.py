@@ -42,7 +42,7 @@ def run(ctx: RunContext) -> None:
         for nm in (norms.L2, norms.LINF, norms.L1, norms.lp(3))
     )
     results["Q1"] = {"max_abs_error": q1, "trials": n_ref, "holder_max_violation": holder, "holder_pairs": n_rand}
-    rows = [[k, "‖a‖₂" if k == "ℓ2" else ("‖a‖₁" if k == "ℓ∞" else "‖a‖_{3/2}"), fmt(v, 2), _verdict(v, TOL_NUMERIC)] for k, v in q1.items()]
+    rows = [[k, "‖a‖₂" if k == "ℓ2" else ("‖a‖₁" if k == "ℓ∞" else "ℓ1.5 norm of a"), fmt(v, 2), _verdict(v, TOL_NUMERIC)] for k, v in q1.items()]
     ctx.add_section("Q1", "Dual norms of ℓ2 and ℓ∞", rf"""
 **Answer.** $\|a\|_2^\dagger = \|a\|_2$ and $\|a\|_\infty^\dagger = \|a\|_1$; in general
 $\|\cdot\|_p^\dagger = \|\cdot\|_q$ with $1/p + 1/q = 1$.
@@ -167,7 +167,7 @@ zero singular directions are dropped, which keeps $\|UV^\top\|_* = 1$ and the sa
 {md_table(["check", "trials", "result", "verdict"], [
     ["tr Σ vs numerical max of tr(GᵀT) over the spectral ball (BFGS on semi-orthogonal T)", n_ref, fmt(dual_err, 2), _verdict(dual_err, TOL_NUMERIC)],
     ["max over random T with ‖T‖_*=1 of tr(GᵀT) − tr Σ", n_rand, fmt(ineq, 3), "≤ 0" if ineq <= TOL_EXACT else "**> 0**"],
-    ["|tr(Gᵀ U Vᵀ) − tr Σ| (equality case)", n_ref, fmt(eq_err, 2), _verdict(eq_err, TOL_EXACT)],
+    ["abs(tr(Gᵀ U Vᵀ) − tr Σ) (equality case)", n_ref, fmt(eq_err, 2), _verdict(eq_err, TOL_EXACT)],
     ["closed form −(tr Σ/λ)UVᵀ vs SLSQP minimum, relative objective gap", n_ref, fmt(spec["objective_gap"], 2), _verdict(spec["objective_gap"], TOL_NUMERIC)],
     ["best gain of 64 random perturbations of the step", n_ref, fmt(spec["best_perturbation_gain"], 2), "none helped" if spec["best_perturbation_gain"] <= TOL_EXACT else "**one helped**"],
     ["closed form vs generic Eq. (5) solver, max abs difference", n_ref, fmt(spec["closed_form_vs_generic"], 2), _verdict(spec["closed_form_vs_generic"], TOL_EXACT)],
@@ -201,7 +201,7 @@ bounded with $\|\Delta W x\|_2 \le \|\Delta W\|_*\|x\|_2 = \sqrt{{d_{{in}}}}\,\|
 The bound is tight when every input lies along the top right-singular vector of $\Delta W$.
 
 **Check in this run** (`jaxhw.norms.square_loss_bound`, $d_{{in}}={d_in}$, $d_{{out}}={d_out}$, $n={n_data}$, {n_rand // 20} random
-$(W, \Delta W, \text{{data}})$ with $\|\Delta W\|$ over four decades): $\max|G - $ `jax.grad` $\mathcal L| =$ {fmt(grad_err, 2)}
+$(W, \Delta W, \text{{data}})$ with $\|\Delta W\|$ over four decades): the largest entry of $|G - \nabla\mathcal L|$ with $\nabla\mathcal L$ from `jax.grad` is {fmt(grad_err, 2)}
 ({_verdict(grad_err, TOL_EXACT)}); smallest relative slack of the bound {fmt(min_slack, 3)}
 ({"the inequality held in every trial" if min_slack >= -TOL_EXACT else "**the inequality failed**"}).
 """)

@@ -33,6 +33,9 @@ def run_part(name: str, args: argparse.Namespace) -> float:
     parts = _parts()
     if name not in parts:
         raise SystemExit(f"jaxhw: unknown part {name!r}; choose from: {', '.join(parts)} or 'all'")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"jaxhw: --out {str(out)!r} exists and is not a directory")
     module = importlib.import_module(parts[name])
     ctx = report.RunContext(
         out_dir=Path(args.out),
@@ -52,8 +55,23 @@ def run_part(name: str, args: argparse.Namespace) -> float:
     return elapsed
 
 
+def resolve_parts(requested: list[str]) -> list[str]:
+    """Check every requested part name up front (before any training starts)."""
+    parts = _parts()
+    if "all" in requested:
+        if len(requested) > 1:
+            raise SystemExit("jaxhw: 'all' runs every part; give it alone, not with other part names")
+        return list(parts)
+    unknown = [n for n in requested if n not in parts]
+    if unknown:
+        raise SystemExit(f"jaxhw: unknown part(s) {', '.join(map(repr, unknown))}; choose from: {', '.join(parts)} or 'all'")
+    return list(dict.fromkeys(requested))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    names = list(_parts()) if args.part == ["all"] else args.part
+    from jaxhw.data import DataNotFoundError
+
+    names = resolve_parts(args.part)
     failures: list[str] = []
     timings: dict[str, float] = {}
     for name in names:
@@ -61,12 +79,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             timings[name] = run_part(name, args)
         except SystemExit:
             raise
+        except DataNotFoundError as err:  # a user-facing problem: say it plainly, no traceback
+            print(f"jaxhw: part {name!r} failed: {err}", file=sys.stderr)
+            failures.append(name)
         except Exception:  # keep going: one failing part must not lose the others' results
             traceback.print_exc()
             failures.append(name)
-            if len(names) == 1:
-                break
-    path = report.assemble_report(Path(args.out))
+    if len(failures) == len(names) and not report.load_sections(Path(args.out))[0]:
+        print(f"jaxhw: every part failed ({', '.join(failures)}); no report written", file=sys.stderr)
+        return 1
+    path = report.assemble_report(Path(args.out), failed=failures)
     print(f"report written to {path}")
     for name, t in timings.items():
         print(f"  {name:20s} {t:8.1f} s")
@@ -84,7 +106,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    print(f"report written to {report.assemble_report(Path(args.out))}")
+    out = Path(args.out)
+    if not report.load_sections(out)[0]:
+        raise SystemExit(f"jaxhw: no finished parts under {str(out)!r}; run e.g. 'jaxhw run all --quick --out {out}' first")
+    print(f"report written to {report.assemble_report(out)}")
     return 0
 
 

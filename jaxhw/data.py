@@ -191,7 +191,8 @@ def load_cifar100(
 
     Order: ``data_dir`` (argument, else ``$JAXHW_DATA_DIR``) with the npz shards or an official
     archive; a tensorflow-datasets copy already prepared on disk; a tfds download when TensorFlow
-    is installed and the network answers within seconds; the committed sample (``allow_sample``).
+    is installed and the network answers within seconds; the committed sample (``allow_sample``,
+    only when no data directory was given: a named directory without the data is an error).
     """
     looked: list[str] = []
     root = resolve_data_dir(data_dir)
@@ -203,7 +204,9 @@ def load_cifar100(
     found = _load_cifar_from_tfds(looked, allow_download=allow_download)
     if found is not None:
         return found
-    if allow_sample and CIFAR_SAMPLE.is_file():
+    # The sample stands in only when the user named no data directory: an explicit directory
+    # without the data is a mistake to report, not to paper over.
+    if allow_sample and root is None and CIFAR_SAMPLE.is_file():
         return load_cifar100_sample()
     raise DataNotFoundError(
         "CIFAR-100 not found. Looked in:\n  - " + "\n  - ".join(looked or ["(no data directory)"])

@@ -212,6 +212,8 @@ def scale_by_orthogonalization(
 def _check_hparams(learning_rate: Any, momentum: Any, weight_decay: Any) -> None:
     if not (callable(learning_rate) or isinstance(learning_rate, (int, float)) or hasattr(learning_rate, "dtype")):
         raise TypeError(f"learning_rate must be a number or an optax schedule; got {learning_rate!r}")
+    if isinstance(learning_rate, (int, float)) and not learning_rate >= 0:
+        raise ValueError(f"learning_rate must be ≥ 0 (the minus sign is built in); got {learning_rate!r}")
     if momentum is not None and not (0.0 <= float(momentum) < 1.0):
         raise ValueError(f"momentum must be None or in [0, 1); got {momentum!r}")
     if float(weight_decay) < 0:

@@ -18,7 +18,7 @@ import json
 import platform
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -199,19 +199,31 @@ def load_sections(out_dir: Path) -> tuple[list[Section], list[dict[str, Any]]]:
     return sorted(sections, key=lambda s: s.sort_key), parts
 
 
-def assemble_report(out_dir: Path, title: str = "jaxhw report") -> Path:
-    """Write ``REPORT.md`` with one heading per question, Q1 … Q18 in order."""
+def assemble_report(out_dir: Path, title: str = "jaxhw report", failed: Sequence[str] = ()) -> Path:
+    """Write ``REPORT.md`` with one heading per question, Q1 … Q18 in order.
+
+    ``failed`` names parts whose latest run failed: their sections (if any) come from an earlier
+    run, and the report says so at the top.
+    """
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     sections, parts = load_sections(out_dir)
     lines = [f"# {title}", ""]
+    if failed:
+        lines += [
+            f"> **The latest run of {', '.join(failed)} failed.** Sections of those parts shown below, if any, "
+            "come from an earlier run; see the console output of the failed run.",
+            "",
+        ]
     lines.append(
-        "Every number below was computed by the code in this repository during the run that "
-        "wrote this file; nothing is typed in. Parts and their settings:"
+        "Every number below was computed by the code in this repository when the part that "
+        "reports it last ran (table below); nothing is typed in, except reference numbers that "
+        "are labelled as quoted from elsewhere. Parts and their settings:"
     )
     lines.append("")
     lines.append(
         md_table(
-            ["part", "profile", "wall time", "finished (UTC)", "backend", "jax"],
+            ["part", "profile", "wall time (last invocation)", "finished (UTC)", "backend", "jax"],
             [
                 [
                     p["part"],

@@ -321,24 +321,31 @@ def fit(
     for epoch in range(start_epoch + 1, epochs + 1):
         t0 = time.perf_counter()
         total = None
-        for batch in train_batches(epoch):
+        for i, batch in enumerate(train_batches(epoch)):
             state, metrics = train_step(state, shard_batch(batch, mesh))
             total = accumulate(total, metrics)
+            if i == 0:  # throughput excludes the first step (compilation in epoch 1)
+                first_count = float(jax.block_until_ready(total["count"]))
+                t_first = time.perf_counter()
             bar.update(1)
-            if bar.n % 20 == 0:
-                n_seen = float(total["count"])
-                bar.set_postfix(epoch=epoch, ex_per_s=f"{n_seen / (time.perf_counter() - t0):.0f}")
+            if bar.n % 20 == 0 and i > 0:
+                n_seen = float(total["count"]) - first_count
+                bar.set_postfix(epoch=epoch, ex_per_s=f"{n_seen / (time.perf_counter() - t_first):.0f}")
         if total is None:
             raise ValueError(f"train_batches({epoch}) yielded no batches")
         train_metrics = summarize(jax.device_get(total), "train_")
-        train_time = time.perf_counter() - t0
+        t_end = time.perf_counter()
+        train_time = t_end - t0
+        steady = train_metrics["train_count"] - first_count
         record: dict[str, Any] = {"epoch": epoch, **train_metrics}
         for name, batches in (eval_batches or {}).items():
             if eval_step is None:
                 raise ValueError("eval_batches given but eval_step is None")
             record.update({f"{name}_{k}": v for k, v in evaluate(eval_step, state, batches(), mesh).items()})
         record["train_seconds"] = train_time
-        record["examples_per_second"] = train_metrics["train_count"] / train_time
+        record["examples_per_second"] = (
+            steady / (t_end - t_first) if steady > 0 else train_metrics["train_count"] / train_time
+        )
         history.append(record)
         if log_every and (epoch % log_every == 0 or epoch == epochs):
             shown = " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch" and not k.endswith("count"))

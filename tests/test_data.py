@@ -137,6 +137,12 @@ def test_missing_data_dir_is_named(tmp_path):
         data.load_cifar100(tmp_path / "nope")
 
 
+def test_explicit_dir_without_data_is_an_error_not_the_sample(monkeypatch, tmp_path):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no_tfds"))
+    with pytest.raises(data.DataNotFoundError, match=str(tmp_path)):
+        data.load_cifar100(tmp_path, allow_download=False)
+
+
 def test_falls_back_to_sample_without_data(monkeypatch, tmp_path):
     monkeypatch.delenv("JAXHW_DATA_DIR", raising=False)
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))

@@ -52,8 +52,23 @@ def test_cli_list_and_unknown_part(capsys, tmp_path):
     out = capsys.readouterr().out
     for part in ("steepest-descent", "cifar100", "solubility", "lr-transfer"):
         assert part in out
-    with pytest.raises(SystemExit, match="unknown part 'nope'"):
+    with pytest.raises(SystemExit, match="unknown part\\(s\\) 'nope'"):
         cli.main(["run", "nope", "--out", str(tmp_path)])
+    # Checked before anything runs: a valid part before a bad one does not start training.
+    with pytest.raises(SystemExit, match="'nope'"):
+        cli.main(["run", "steepest-descent", "nope", "--out", str(tmp_path)])
+    assert not (tmp_path / "steepest-descent").exists()
+    with pytest.raises(SystemExit, match="alone"):
+        cli.main(["run", "all", "cifar100", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no finished parts"):
+        cli.main(["report", "--out", str(tmp_path / "empty")])
+
+
+def test_failed_parts_are_flagged_in_the_report(tmp_path):
+    report.RunContext(tmp_path, "p").add_section("Q1", "t", "old body")
+    text = report.assemble_report(tmp_path / "", failed=["p"]).read_text()
+    assert "latest run of p failed" in text and "old body" in text
+    assert report.assemble_report(tmp_path / "new_dir").is_file()  # creates a missing --out
 
 
 def test_compare_architectures_decides_from_numbers():
