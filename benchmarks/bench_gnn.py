@@ -88,7 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=1, help="epochs excluded from the median")
-    parser.X
+    parser.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads for the PyG side (the machine has 2 cores)")
     parser.add_argument("--only", choices=["jaxhw", "pyg"], default=None)
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args()

@@ -87,28 +87,57 @@ def esol_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_esol(path_or_dir: str | os.PathLike[str] | None = None) -> EsolData:
-    """Read the ESOL CSV (SMILES kept as written: featurization strips whitespace)."""
+    """Read the ESOL CSV (SMILES kept as written: featurization strips whitespace).
+
+    The file must be UTF-8 text with ``smiles`` and target columns and at least one data row;
+    every target must be a finite number. A target that is missing, non-numeric, NaN or ±inf is
+    an error (a solubility is never legitimately infinite; such a row means a damaged file, and
+    silently dropping it would shift every row index a ``--splits`` file refers to). Violations
+    raise :class:`DataNotFoundError` naming the file and the offending (1-based, header = 1) lines.
+    """
     path = Path(path_or_dir) if path_or_dir is not None else esol_path()
     if path.is_dir():
         path = esol_path(path)
     if not path.is_file():
         raise DataNotFoundError(f"ESOL csv {str(path)!r} does not exist")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {ESOL_TARGET, ESOL_SMILES} - set(reader.fieldnames or [])
-        if missing:
-            raise DataNotFoundError(
-                f"{str(path)!r} is not the ESOL csv: columns {sorted(missing)} are missing"
-            )
-        rows = list(reader)
+    where = f"ESOL csv {str(path)!r}"
     try:
-        targets = np.asarray([float(r[ESOL_TARGET]) for r in rows], dtype=np.float32)
-    except ValueError as err:
-        raise DataNotFoundError(f"{str(path)!r}: non-numeric target ({err})") from err
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = {ESOL_TARGET, ESOL_SMILES} - set(reader.fieldnames or [])
+            if missing:
+                raise DataNotFoundError(
+                    f"{str(path)!r} is not the ESOL csv: columns {sorted(missing)} are missing"
+                )
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataNotFoundError(
+            f"{where} is not a readable UTF-8 CSV file ({type(err).__name__}: {err})"
+        ) from err
+    if not rows:
+        raise DataNotFoundError(f"{where} has a header but no data rows")
+    targets = np.empty(len(rows), np.float32)
+    float32_max = float(np.finfo(np.float32).max)
+    bad: list[str] = []
+    for i, r in enumerate(rows):
+        text = r.get(ESOL_TARGET)
+        try:
+            value = float(text)  # type: ignore[arg-type]
+            ok = bool(np.isfinite(value)) and abs(value) <= float32_max  # 1e39 would become inf
+            targets[i] = value if ok else np.nan
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            bad.append(f"line {i + 2}: {text!r}")
+    if bad:
+        raise DataNotFoundError(
+            f"{where}: {len(bad)} row(s) without a finite numeric target in column "
+            f"{ESOL_TARGET!r}: {', '.join(bad[:5])}{' …' if len(bad) > 5 else ''}"
+        )
     return EsolData(
-        smiles=tuple(r[ESOL_SMILES] for r in rows),
+        smiles=tuple(r[ESOL_SMILES] or "" for r in rows),
         targets=targets,
-        names=tuple(r.get("Compound ID", "") for r in rows),
+        names=tuple(r.get("Compound ID") or "" for r in rows),
         source=path,
     )
 

@@ -18,13 +18,24 @@ atom-order dependent cis/trans flags.
 
 Policies (documented here because they change what a prediction means):
 
-* Surrounding whitespace is stripped; an empty or unparsable SMILES raises
-  :class:`InvalidSmilesError` (a ``ValueError``) that quotes the input.
+* Surrounding whitespace is stripped; an empty or unparsable SMILES, or one with whitespace
+  *inside* it, raises :class:`InvalidSmilesError` (a ``ValueError``) that quotes the input
+  (RDKit would read ``"CCO CC"`` as ethanol named "CC" and silently drop the rest). Inputs longer
+  than 60 characters are shortened in messages (:func:`shorten`).
 * Salts and mixtures (``'.'`` in the SMILES): by default the largest fragment is kept (RDKit's
   ``LargestFragmentChooser``: most atoms, then weight) and the rest dropped, as usual for
   counter-ions; ``fragments="error"`` refuses them instead. What was dropped is reported.
 * Size: :func:`smiles_to_graph` accepts any size; the *model* refuses molecules far outside its
   training range (see ``jaxhw.solubility``).
+
+Mirror images: reflecting a molecule swaps every R ↔ S label and leaves everything else (E/Z
+included: E/Z isomers are different compounds, not mirror images) unchanged, so in feature space
+the mirror image is the column swap :data:`MIRROR_SWAPS` (:func:`mirror_graph`). A model that must
+give enantiomers the same output merges those columns (``jaxhw.models.gnn.MoleculeGNN``).
+
+Training-domain coverage: :func:`feature_coverage` records which vocabulary values occur in a set
+of graphs and :func:`unseen_features` lists the values of a new graph outside it (an element in
+the ``"other"`` bucket, an unseen charge, ...), so a model can flag inputs it never learned.
 
 Batching: :func:`pad_batch` concatenates graphs and pads them to a fixed :class:`Budget`
 (nodes, edges, graphs) with ``jraph.pad_with_graphs`` so one compiled program serves every batch.
@@ -35,6 +46,7 @@ marks the real graphs, and losses/metrics must weight by it.
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import jraph
@@ -53,16 +65,22 @@ __all__ = [
     "Feature",
     "FeaturizedSet",
     "InvalidSmilesError",
+    "MIRROR_SWAPS",
     "ParsedMolecule",
     "batches",
     "budget_for",
+    "feature_coverage",
     "feature_slices",
     "fits",
     "featurize",
+    "uncovered_columns",
+    "mirror_graph",
     "mol_to_graph",
     "pad_batch",
     "parse_smiles",
+    "shorten",
     "smiles_to_graph",
+    "unseen_features",
 ]
 
 OTHER = "other"
@@ -70,6 +88,14 @@ OTHER = "other"
 
 class InvalidSmilesError(ValueError):
     """A SMILES string could not be turned into a molecule; the message quotes it."""
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """``repr`` of ``text`` for error messages, cut to its first ``limit`` characters + "…" (and
+    the full length) when longer, so a 2,000-atom SMILES does not flood the terminal."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +153,90 @@ def feature_slices(features: Sequence[Feature] = ATOM_FEATURES) -> dict[str, sli
     return out
 
 
+def _column(features: Sequence[Feature], name: str, value: Any) -> int:
+    f = next(f for f in features if f.name == name)
+    return feature_slices(features)[name].start + f.choices.index(value)
+
+
+# Node columns exchanged by a reflection: the R and S slots of the CIP chirality block. Pseudo-
+# asymmetric r/s ("other") and E/Z do not change under reflection.
+MIRROR_SWAPS: tuple[tuple[int, int], ...] = (
+    (_column(ATOM_FEATURES, "chirality", "R"), _column(ATOM_FEATURES, "chirality", "S")),
+)
+
+
+def mirror_graph(graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
+    """The featurized mirror image: node columns of each :data:`MIRROR_SWAPS` pair exchanged."""
+    nodes = np.array(graph.nodes, copy=True)
+    for a, b in MIRROR_SWAPS:
+        nodes[:, [a, b]] = nodes[:, [b, a]]
+    return graph._replace(nodes=nodes)
+
+
+def _values_present(block: np.ndarray, feature: Feature) -> set[str]:
+    return {feature.labels()[k] for k in np.flatnonzero(np.asarray(block).any(axis=0))}
+
+
+def feature_coverage(graphs: Sequence[jraph.GraphsTuple]) -> dict[str, dict[str, list[str]]]:
+    """Vocabulary values (as :meth:`Feature.labels`) that occur in ``graphs``:
+    ``{"atom": {feature: [labels]}, "bond": {...}}`` (JSON-ready, sorted in vocabulary order)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for kind, features, attr in (("atom", ATOM_FEATURES, "nodes"), ("bond", BOND_FEATURES, "edges")):
+        seen: dict[str, set[str]] = {f.name: set() for f in features}
+        slices = feature_slices(features)
+        for g in graphs:
+            x = np.asarray(getattr(g, attr))
+            for f in features:
+                seen[f.name] |= _values_present(x[:, slices[f.name]], f)
+        out[kind] = {f.name: [lab for lab in f.labels() if lab in seen[f.name]] for f in features}
+    return out
+
+
+def uncovered_columns(coverage: dict[str, dict[str, list[str]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Node and edge feature columns whose value is not in ``coverage`` (never seen)."""
+    out = []
+    for kind, features in (("atom", ATOM_FEATURES), ("bond", BOND_FEATURES)):
+        cols, start = [], 0
+        for f in features:
+            known = set(coverage[kind][f.name])
+            cols += [start + k for k, lab in enumerate(f.labels()) if lab not in known]
+            start += f.size
+        out.append(np.asarray(cols, np.int64))
+    return out[0], out[1]
+
+
+def unseen_features(
+    graph: jraph.GraphsTuple, coverage: dict[str, dict[str, list[str]]], mol: Chem.Mol | None = None
+) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """``(kind, feature, label, raw values)`` for each value in ``graph`` outside ``coverage``
+    (from :func:`feature_coverage`), e.g. ``("atom", "element", "other", ("He",))`` for helium.
+    Raw values (what RDKit reported, useful for the ``"other"`` bucket) need ``mol``, the
+    molecule ``graph`` was made from; without it they are ``()``."""
+    out = []
+    for kind, features, attr in (("atom", ATOM_FEATURES, "nodes"), ("bond", BOND_FEATURES, "edges")):
+        x = np.asarray(getattr(graph, attr))
+        slices = feature_slices(features)
+        for fi, f in enumerate(features):
+            present = _values_present(x[:, slices[f.name]], f)
+            for lab in f.labels():
+                if lab in present and lab not in set(coverage[kind][f.name]):
+                    out.append((kind, f.name, lab, _raw_values(mol, kind, fi) if lab == OTHER else (lab,)))
+    return out
+
+
+def _raw_values(mol: Chem.Mol | None, kind: str, feature_index: int) -> tuple[str, ...]:
+    """The distinct raw values of feature ``feature_index`` that fall in its "other" bucket."""
+    if mol is None:
+        return ()
+    m = Chem.Mol(mol)
+    rdCIPLabeler.AssignCIPLabels(m)
+    f = (ATOM_FEATURES if kind == "atom" else BOND_FEATURES)[feature_index]
+    values = (
+        [_atom_values(a) for a in m.GetAtoms()] if kind == "atom" else [_bond_values(b) for b in m.GetBonds()]
+    )
+    return tuple(sorted({str(v[feature_index]) for v in values if v[feature_index] not in f.choices}))
+
+
 # --------------------------------------------------------------------------------------------
 # Parsing
 # --------------------------------------------------------------------------------------------
@@ -148,27 +258,33 @@ def parse_smiles(smiles: str, *, fragments: str = "largest") -> ParsedMolecule:
 
     Raises:
       TypeError: ``smiles`` is not a string.
-      InvalidSmilesError: empty, unparsable, or a mixture when ``fragments="error"``.
+      InvalidSmilesError: empty, unparsable, whitespace inside it, or a mixture when
+        ``fragments="error"``.
     """
     if not isinstance(smiles, str):
-        raise TypeError(f"SMILES must be a str, got {type(smiles).__name__}: {smiles!r}")
+        raise TypeError(f"SMILES must be a str, got {type(smiles).__name__}: {reprlib.repr(smiles)}")
     if fragments not in _FRAGMENT_POLICIES:
         raise ValueError(f"fragments must be one of {_FRAGMENT_POLICIES}, got {fragments!r}")
     text = smiles.strip()
     if not text:
-        raise InvalidSmilesError(f"empty SMILES: {smiles!r}")
+        raise InvalidSmilesError(f"empty SMILES: {shorten(smiles)}")
+    if any(c.isspace() for c in text):
+        raise InvalidSmilesError(
+            f"SMILES {shorten(text)} contains whitespace; RDKit would read the part after it as a "
+            "name and ignore it. Pass one molecule per string (use '.' for mixtures)"
+        )
     with rdBase.BlockLogs():  # RDKit would print its own parse errors to stderr
         mol = Chem.MolFromSmiles(text)
     if mol is None:
-        raise InvalidSmilesError(f"RDKit cannot parse SMILES {text!r}")
+        raise InvalidSmilesError(f"RDKit cannot parse SMILES {shorten(text)}")
     if mol.GetNumAtoms() == 0:
-        raise InvalidSmilesError(f"SMILES {text!r} has no atoms")
+        raise InvalidSmilesError(f"SMILES {shorten(text)} has no atoms")
     dropped: tuple[str, ...] = ()
     frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
     if len(frags) > 1:
         if fragments == "error":
             raise InvalidSmilesError(
-                f"SMILES {text!r} is a salt or mixture of {len(frags)} fragments; "
+                f"SMILES {shorten(text)} is a salt or mixture of {len(frags)} fragments; "
                 "pass fragments='largest' to keep the largest one"
             )
         keep = rdMolStandardize.LargestFragmentChooser(preferOrganic=True).choose(mol)

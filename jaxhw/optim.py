@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxhw import linalg
+from jaxhw import linalg, spectral
 
 Array = jax.Array
 NormFn = Callable[[Array], Array]
@@ -117,36 +117,26 @@ def scale_by_sign(dual_norm_scale: bool = False) -> optax.GradientTransformation
 # ----------------------------------------------------------------------------- spectral sign
 
 
-def _power_spectral_norm(A: Array, iters: int) -> Array:
-    """σ_max(A) by power iteration on AᵀA from a fixed Gaussian start (never over-estimates).
-
-    The one power iteration of this module (private; ``jaxhw.spectral`` may replace it).
-    """
-    v = jax.random.normal(jax.random.PRNGKey(0), (A.shape[-1],), A.dtype)
-
-    def body(_: int, v: Array) -> Array:
-        w = A.T @ (A @ v)
-        n = jnp.linalg.norm(w)
-        return _safe_div(w, n)
-
-    v = jax.lax.fori_loop(0, iters, body, v / jnp.linalg.norm(v))
-    return jnp.linalg.norm(A @ v)
+_NORM_KEY = jax.random.PRNGKey(0)  # fixed start vector: the transform stays deterministic
 
 
 def _resolve_norm(norm: str | NormFn, power_iters: int) -> NormFn:
+    """‖S‖_* estimators; "power"/"krylov" come from :mod:`jaxhw.spectral` and never over-estimate."""
     if callable(norm):
         return norm
     if norm == "exact":
         return linalg.spectral_norm_exact
-    if norm == "power":
-        if not isinstance(power_iters, int) or power_iters < 1:
+    if norm in ("power", "krylov"):
+        if isinstance(power_iters, bool) or not isinstance(power_iters, int) or power_iters < 1:
             raise ValueError(f"power_iters must be a positive int; got {power_iters!r}")
-        return lambda A: _power_spectral_norm(A, power_iters)
-    raise ValueError(f"norm must be 'exact', 'power' or a callable A -> σ_max(A); got {norm!r}")
+        if norm == "power":
+            return lambda A: spectral.power_iteration(A, _NORM_KEY, power_iters).estimate
+        return lambda A: spectral.golub_kahan(A, _NORM_KEY, min(power_iters, *A.shape), with_history=False).estimate
+    raise ValueError(f"norm must be 'exact', 'power', 'krylov' or a callable A -> σ_max(A); got {norm!r}")
 
 
 def scale_by_spectral_sign(
-    norm: Literal["exact", "power"] | NormFn = "exact", power_iters: int = 20
+    norm: Literal["exact", "power", "krylov"] | NormFn = "exact", power_iters: int = 20
 ) -> optax.GradientTransformation:
     """Q9's update direction √(d_out/d_in) · sign(G) / ‖sign(G)‖_* for every matrix leaf.
 
@@ -155,8 +145,10 @@ def scale_by_spectral_sign(
 
     Args:
       norm: how to compute ‖sign(G)‖_*: ``"exact"`` (SVD), ``"power"`` (``power_iters`` steps of
-        power iteration; under-estimates, so the step is slightly larger) or a callable.
-      power_iters: iterations for ``norm="power"``.
+        :func:`jaxhw.spectral.power_iteration`), ``"krylov"`` (``power_iters`` Golub–Kahan steps,
+        far more accurate per matrix product) or a callable. Both estimates never exceed the true
+        norm, so the step is at most slightly larger than intended.
+      power_iters: iterations (or Krylov steps) for ``norm="power"`` / ``"krylov"``.
     """
     norm_fn = _resolve_norm(norm, power_iters)
 
@@ -260,7 +252,7 @@ def spectral_sign_descent(
     momentum: float | None = None,
     weight_decay: float = 0.0,
     *,
-    norm: Literal["exact", "power"] | NormFn = "exact",
+    norm: Literal["exact", "power", "krylov"] | NormFn = "exact",
     power_iters: int = 20,
     nesterov: bool = False,
     weight_decay_mask: Any = None,

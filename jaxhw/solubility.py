@@ -10,13 +10,34 @@ Prediction (:func:`predict_solubility`, ``jaxhw predict-solubility``) loads a sa
 default the small one shipped in ``jaxhw/assets/solubility_model`` — and featurizes in packed
 batches of one fixed padded shape, so thousands of molecules compile once and run in seconds.
 
-Policies: salts/mixtures keep their largest fragment (``jaxhw.molecules``) and say so; a molecule
-with more heavy atoms than ``max_heavy_atoms`` stored with the model (1.5 × the largest training
-molecule) is refused rather than extrapolated; unit conversion ``S[mg/L] = 10^{log S} · M · 1000``
-with ``M`` the molar mass (g/mol) of the molecule that was featurized.
+Policies:
 
-Saved model format: ``config.json`` (architecture, target scale, feature vocabulary, size limit)
-+ ``params.msgpack`` (``flax.serialization``). Not orbax: a shipped model is one small, immutable
+* Salts/mixtures keep their largest fragment (``jaxhw.molecules``) and say so in the note.
+* Mirror images get the same prediction: solubility in water (an achiral solvent) is identical for
+  two enantiomers, so the network merges the CIP R and S input columns into one "stereocentre"
+  column (``MoleculeGNN.merge_node_columns`` = ``jaxhw.molecules.MIRROR_SWAPS``); the output is
+  then invariant under reflection by construction, for any weights. Consequence: diastereomers
+  (e.g. L- vs meso-tartaric acid), which do differ physically, are not told apart either; ESOL
+  carries no R/S labels at all, so there was nothing to learn about them. E/Z stays an input (E/Z
+  isomers are different compounds, not mirror images) and does change predictions.
+* Training domain: the saved model records which feature values (atom/bond vocabulary, incl. the
+  ``"other"`` buckets) and which net charges occurred in its training molecules
+  (:func:`training_domain`). Input columns never seen in training are switched off in the
+  parameters (their weights got no gradient and would only add initial noise; see
+  :func:`ignore_unseen_inputs`). A molecule using an unseen value — helium, uranium, H₂
+  written with explicit H atoms, a bare ion or charged fragment left by salt stripping — gets a
+  *warning* with its prediction (``Prediction.warning``, a ``WARNING`` column in the CLI), or is
+  refused with ``out_of_domain="error"``. Unseen *stereo* values (R/S here) are only noted: the
+  model treats them as "none" and predicts exactly the stereo-unspecified structure, which is in
+  its domain.
+* Size: a molecule with more heavy atoms than the model's ``max_heavy_atoms`` (1.5 × the largest
+  training molecule) is refused rather than extrapolated.
+* Units: ``S[mg/L] = 10^{log S} · M · 1000`` with ``M`` the molar mass (g/mol) of the molecule
+  that was featurized.
+
+Saved model format (``jaxhw.solubility/2``): ``config.json`` (architecture, target scale, feature
+vocabulary, training domain) + ``params.msgpack`` (``flax.serialization``); a damaged file raises
+``ValueError("model file X is corrupt: ...")``. Not orbax: a shipped model is one small, immutable
 file pair that must load on any flax version without orbax's directory layout or async machinery;
 orbax stays the format for *training* checkpoints (``jaxhw.train``).
 """
@@ -27,7 +48,10 @@ import argparse
 import dataclasses
 import json
 import math
+import re
+import reprlib
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
@@ -43,11 +67,12 @@ from rdkit.Chem.Scaffolds import MurckoScaffold
 from jaxhw import data as jdata
 from jaxhw import molecules as mol
 from jaxhw import train as jtrain
-from jaxhw.models.gnn import MoleculeGNN
+from jaxhw.models.gnn import MoleculeGNN, replace_input_rows
 
 SHIPPED_MODEL = Path(__file__).parent / "assets" / "solubility_model"
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.msgpack"
+MODEL_FORMAT = "jaxhw.solubility/2"
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,6 +96,7 @@ class MoleculeDataset:
     rows: tuple[tuple[int, ...], ...]
     heavy_atoms: np.ndarray
     mol_weight: np.ndarray
+    net_charge: np.ndarray
     skipped: tuple[tuple[int, str, str], ...]
     n_rows: int
 
@@ -108,6 +134,7 @@ def build_dataset(
         rows=tuple(tuple(groups[key]) for key in keys),
         heavy_atoms=np.asarray([fs.mols[k].GetNumHeavyAtoms() for k in ks], np.int32),
         mol_weight=np.asarray([Descriptors.MolWt(fs.mols[k]) for k in ks], np.float64),
+        net_charge=np.asarray([Chem.GetFormalCharge(fs.mols[k]) for k in ks], np.int32),
         skipped=fs.errors,
         n_rows=len(smiles),
     )
@@ -183,42 +210,93 @@ def save_splits(path: str | Path, dataset: MoleculeDataset, splits: Sequence[Spl
     return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
 
 
+_SPLIT_KEY = re.compile(r"^(train|val|test)(?:_(\d+))?$")
+
+
+def _read_split_arrays(path: Path, expected: str) -> list[tuple[np.ndarray, ...]]:
+    """The raw (train, val, test) arrays per split of a splits file, in order of k."""
+    where = f"splits file {str(path)!r}"
+    if not path.is_file():
+        raise FileNotFoundError(f"{where} does not exist; expected {expected}")
+    with path.open("rb") as fh:
+        magic = fh.read(6)
+    if magic == b"\x93NUMPY":
+        raise ValueError(f"{where} holds a single .npy array, not an .npz archive of named arrays; expected {expected}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{where} is not an .npz archive (not a zip file: a text or other file?); expected {expected}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{where} is not a readable .npz archive ({err}); expected {expected}") from err
+    with archive as z:
+        groups: dict[int | None, dict[str, str]] = {}
+        bad = []
+        for key in z.files:
+            m = _SPLIT_KEY.match(key)
+            if m is None:
+                bad.append(key)
+            else:
+                groups.setdefault(None if m[2] is None else int(m[2]), {})[m[1]] = key
+        if bad or not groups:
+            raise ValueError(f"{where}: unexpected array names {sorted(bad) or 'none'} (found {sorted(z.files)}); "
+                             f"expected {expected}")
+        if None in groups and len(groups) > 1:
+            raise ValueError(f"{where} mixes train/val/test with numbered train_k/val_k/test_k arrays; "
+                             f"expected {expected}")
+        out = []
+        for k in sorted(groups, key=lambda k: -1 if k is None else k):
+            missing = [p for p in Split._fields if p not in groups[k]]
+            if missing:
+                raise ValueError(f"{where}: split{'' if k is None else f' {k}'} lacks {missing}; expected {expected}")
+            try:
+                out.append(tuple(np.asarray(z[groups[k][p]]) for p in Split._fields))
+            except (ValueError, OSError, zipfile.BadZipFile) as err:
+                raise ValueError(f"{where}: cannot read split {k} ({err}); expected {expected}") from err
+    return out
+
+
 def load_splits(path: str | Path, dataset: MoleculeDataset) -> list[Split]:
     """Read ``--splits FILE.npz``: arrays ``train_k/val_k/test_k`` (or ``train/val/test`` for one
     split) of row indices into the input CSV (0-based, header excluded), as other tools use.
 
-    Rows map to unique molecules; a molecule whose rows fall in two different parts is a leak and
-    raises. Rows that were skipped as unparsable are ignored.
+    Each array must be 1-D, integer, non-empty, within ``0..n_rows−1``; the three parts of a split
+    must not share a row. Rows map to unique molecules; a molecule whose (duplicate) rows fall in
+    two different parts is a leak and raises. Rows that were skipped as unparsable are ignored,
+    but every part must keep at least one molecule. Any violation raises ``ValueError``
+    (``FileNotFoundError`` if the file is missing) naming the file and what was expected.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"splits file {str(path)!r} does not exist")
-    with np.load(path) as z:
-        keys = set(z.files)
-        if {"train", "val", "test"} <= keys:
-            raw = [tuple(z[p] for p in Split._fields)]
-        else:
-            seeds = sorted(int(k.split("_", 1)[1]) for k in keys if k.startswith("train_"))
-            if not seeds or any(f"{p}_{s}" not in keys for s in seeds for p in Split._fields):
-                raise ValueError(
-                    f"{str(path)!r} must hold train/val/test or train_k/val_k/test_k arrays; "
-                    f"found {sorted(keys)}"
-                )
-            raw = [tuple(z[f"{p}_{s}"] for p in Split._fields) for s in seeds]
+    where = f"splits file {str(path)!r}"
+    n = dataset.n_rows
+    expected = (f"an .npz archive (numpy.savez) of non-empty 1-D integer arrays train_k, val_k, test_k "
+                f"(k = 0, 1, …) or train, val, test, holding disjoint row indices 0..{n - 1} of the data CSV")
+    raw = _read_split_arrays(path, expected)
     row_to_mol = {r: i for i, rows in enumerate(dataset.rows) for r in rows}
     out = []
     for k, parts in enumerate(raw):
         mapped = []
         for name, idx in zip(Split._fields, parts):
-            idx = np.asarray(idx)
-            if idx.size and (not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= dataset.n_rows):
-                raise ValueError(f"{str(path)!r} split {k} {name}: indices must be rows 0..{dataset.n_rows - 1}")
-            mapped.append(np.unique([row_to_mol[int(r)] for r in idx if int(r) in row_to_mol]).astype(np.int64))
+            what = f"{where} split {k} {name!r}"
+            if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+                raise ValueError(f"{what} is a {idx.ndim}-D {idx.dtype} array; expected {expected}")
+            if idx.size == 0:
+                raise ValueError(f"{what} is empty; expected {expected}")
+            if idx.min() < 0 or idx.max() >= n:
+                raise ValueError(f"{what} has row {int(idx.min() if idx.min() < 0 else idx.max())} outside "
+                                 f"0..{n - 1}; expected {expected}")
+            mols = np.unique([row_to_mol[int(r)] for r in idx if int(r) in row_to_mol]).astype(np.int64)
+            if mols.size == 0:
+                raise ValueError(f"{what}: all its rows were skipped as unparsable, nothing is left")
+            mapped.append(mols)
         for a, b in ((0, 1), (0, 2), (1, 2)):
+            rows = np.intersect1d(parts[a], parts[b])
+            if rows.size:
+                raise ValueError(f"{where} split {k}: row {int(rows[0])} is in both {Split._fields[a]} and "
+                                 f"{Split._fields[b]}; expected disjoint parts")
             both = np.intersect1d(mapped[a], mapped[b])
             if both.size:
                 raise ValueError(
-                    f"{str(path)!r} split {k}: molecule {dataset.smiles[both[0]]!r} is in both "
+                    f"{where} split {k}: molecule {dataset.smiles[both[0]]!r} is in both "
                     f"{Split._fields[a]} and {Split._fields[b]} (duplicate rows split apart)"
                 )
         out.append(Split(*mapped))
@@ -268,6 +346,7 @@ class TrainConfig:
     budget_slack: float = 0.2
 
     def model(self, target_mean: float = 0.0, target_std: float = 1.0) -> MoleculeGNN:
+        """The network; always mirror-invariant (R and S columns merged, see the module docstring)."""
         return MoleculeGNN(
             hidden=self.hidden,
             num_layers=self.num_layers,
@@ -275,6 +354,7 @@ class TrainConfig:
             dropout=self.dropout,
             target_mean=float(target_mean),
             target_std=float(target_std),
+            merge_node_columns=mol.MIRROR_SWAPS,
         )
 
 
@@ -293,6 +373,48 @@ class TrainResult(NamedTuple):
     history: list[dict]
     best_epoch: int
     budget: mol.Budget
+    domain: dict  # training_domain(...) of the training part; save it with the model
+
+
+# Stereo descriptors refine a structure that is otherwise fully described: an unseen value is
+# treated as "none" by the model (ignore_unseen_inputs), so the prediction is exactly that of the
+# stereo-unspecified structure — worth a note, not a warning.
+STEREO_FEATURES = (("atom", "chirality"), ("bond", "stereo"))
+
+
+def training_domain(dataset: MoleculeDataset, idx: np.ndarray, size_factor: float = 1.5) -> dict:
+    """What a model trained on molecules ``idx`` has seen (stored in ``config.json``).
+
+    ``atom``/``bond``: per feature, the vocabulary labels that occur (closed under reflection:
+    with R and S merged, seeing R covers S); ``net_charge``: the molecules' net formal charges;
+    ``max_heavy_atoms``: ``⌈size_factor · largest training molecule⌉``.
+    """
+    idx = np.asarray(idx)
+    graphs = [dataset.graphs[i] for i in idx]
+    return {
+        **mol.feature_coverage(graphs + [mol.mirror_graph(g) for g in graphs]),
+        "net_charge": sorted({int(c) for c in dataset.net_charge[idx]}),
+        "max_heavy_atoms": int(np.ceil(size_factor * dataset.heavy_atoms[idx].max())),
+    }
+
+
+def ignore_unseen_inputs(params: Any, model: MoleculeGNN, domain: dict) -> Any:
+    """``params`` in which every feature value outside ``domain`` has no learned effect: an unseen
+    *stereo* value (:data:`STEREO_FEATURES`) acts exactly like ``"none"`` (so a molecule with
+    unseen R/S labels is predicted as its stereo-unspecified structure), any other unseen value
+    contributes nothing (its input row is 0) — and is flagged at prediction time."""
+    plans = []
+    for kind, features, cols in zip(("atom", "bond"), (mol.ATOM_FEATURES, mol.BOND_FEATURES),
+                                    mol.uncovered_columns(domain)):
+        slices = mol.feature_slices(features)
+        plan: dict[int, int | None] = {}
+        for c in cols.tolist():
+            f = next(f for f in features if slices[f.name].start <= c < slices[f.name].stop)
+            none_col = slices[f.name].start + f.choices.index("none") if "none" in f.choices else None
+            stereo = (kind, f.name) in STEREO_FEATURES and "none" in domain[kind][f.name]
+            plan[c] = none_col if stereo else None
+        plans.append(plan)
+    return replace_input_rows(params, plans[0], plans[1], model.merge_node_columns)
 
 
 def train(
@@ -317,6 +439,10 @@ def train(
     tx = tx or make_optimizer(config, n_batches)
     example = next(mol.batches(graphs[:1], None, config.batch_size, budget)).graph
     state = jtrain.create_train_state(model, tx, example, seed)
+    # Unseen input columns get no gradient: switched off from the start (zero rows stay zero under
+    # AdamW) and again at the end (stereo rows copy the trained "none" row; other optimizers).
+    domain = training_domain(dataset, split.train)
+    state = state.replace(params=ignore_unseen_inputs(state.params, model, domain))
     train_step = jtrain.make_train_step(regression_loss)
     eval_step = jtrain.make_eval_step(regression_loss)
 
@@ -344,7 +470,8 @@ def train(
         on_epoch_end=keep_best,
         log_every=max(1, config.epochs // 10),
     )
-    return TrainResult(model, best["params"], history, best["epoch"], budget)
+    params = jax.device_get(ignore_unseen_inputs(best["params"], model, domain))
+    return TrainResult(model, params, history, best["epoch"], budget, domain)
 
 
 def eval_batches(dataset: MoleculeDataset, idx: np.ndarray, budget: mol.Budget, batch_size: int) -> list[dict]:
@@ -392,12 +519,16 @@ def log_mol_per_l_to_mg_per_l(log_s: np.ndarray, mol_weight: np.ndarray) -> np.n
 
 @dataclasses.dataclass(frozen=True)
 class SolubilityModel:
-    """A trained model ready for prediction: network, parameters, and its validity range."""
+    """A trained model ready for prediction: network, parameters, and its training domain."""
 
     model: MoleculeGNN
     params: Any
-    max_heavy_atoms: int
+    domain: dict
     info: dict
+
+    @property
+    def max_heavy_atoms(self) -> int:
+        return int(self.domain["max_heavy_atoms"])
 
     def budget(self, batch_size: int = 128) -> mol.Budget:
         """Prediction padding: room for ``batch_size`` molecules of average ESOL size, and at least
@@ -406,7 +537,7 @@ class SolubilityModel:
         return mol.Budget(n, 2 * n + 8 * self.max_heavy_atoms, batch_size + 1)
 
 
-_ARCH_FIELDS = ("hidden", "num_layers", "readout", "dropout", "target_mean", "target_std")
+_ARCH_FIELDS = ("hidden", "num_layers", "readout", "dropout", "target_mean", "target_std", "merge_node_columns")
 
 
 def _feature_signature() -> dict[str, list[list[str]]]:
@@ -416,15 +547,17 @@ def _feature_signature() -> dict[str, list[list[str]]]:
     }
 
 
-def save_model(directory: str | Path, model: MoleculeGNN, params: Any, *, max_heavy_atoms: int, info: dict | None = None) -> Path:
-    """Write ``config.json`` + ``params.msgpack`` to ``directory``."""
+def save_model(directory: str | Path, model: MoleculeGNN, params: Any, *, domain: dict, info: dict | None = None) -> Path:
+    """Write ``config.json`` + ``params.msgpack`` to ``directory``; ``domain`` from
+    :func:`training_domain` (``TrainResult.domain``)."""
+    _check_domain_record(domain)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = {
-        "format": "jaxhw.solubility/1",
+        "format": MODEL_FORMAT,
         "model": {f: getattr(model, f) for f in _ARCH_FIELDS},
         "features": _feature_signature(),
-        "max_heavy_atoms": int(max_heavy_atoms),
+        "domain": domain,
         "info": info or {},
     }
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
@@ -432,29 +565,82 @@ def save_model(directory: str | Path, model: MoleculeGNN, params: Any, *, max_he
     return directory
 
 
+def _check_domain_record(domain: Any) -> None:
+    """Raise ``ValueError`` unless ``domain`` has the fields :func:`training_domain` writes."""
+    ok = (
+        isinstance(domain, dict)
+        and all(isinstance(domain.get(k), dict) for k in ("atom", "bond"))
+        and all(isinstance(domain[kind].get(f.name), list)
+                for kind, fs in (("atom", mol.ATOM_FEATURES), ("bond", mol.BOND_FEATURES)) for f in fs)
+        and isinstance(domain.get("net_charge"), list)
+        and isinstance(domain.get("max_heavy_atoms"), int)
+    )
+    if not ok:
+        raise ValueError("domain must come from training_domain(): atom/bond value lists per feature, "
+                         f"net_charge, max_heavy_atoms; got {reprlib.repr(domain)}")
+
+
+class CorruptModelError(ValueError):
+    """A saved model file exists but cannot be read back; the message names the file."""
+
+    def __init__(self, path: Path, why: Any):
+        super().__init__(f"model file {str(path)!r} is corrupt: {why}")
+
+
 def load_model(directory: str | Path | None = None) -> SolubilityModel:
-    """Load a model written by :func:`save_model` (default: the one shipped with the package)."""
+    """Load a model written by :func:`save_model` (default: the one shipped with the package).
+
+    Raises ``FileNotFoundError`` if a file is missing, :class:`CorruptModelError` (a
+    ``ValueError``) naming the file that cannot be decoded or does not fit the architecture, and
+    ``ValueError`` for a model of another format or feature vocabulary.
+    """
     directory = Path(directory) if directory is not None else SHIPPED_MODEL
     cfg_path, par_path = directory / CONFIG_FILE, directory / PARAMS_FILE
     if not cfg_path.is_file() or not par_path.is_file():
         raise FileNotFoundError(
             f"no saved solubility model in {str(directory)!r}: expected {CONFIG_FILE} and {PARAMS_FILE}"
         )
-    config = json.loads(cfg_path.read_text())
-    if config.get("format") != "jaxhw.solubility/1":
-        raise ValueError(f"{str(cfg_path)!r}: unknown model format {config.get('format')!r}")
-    if config["features"] != _feature_signature():
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptModelError(cfg_path, err) from err
+    if not isinstance(config, dict):
+        raise CorruptModelError(cfg_path, f"expected a JSON object, got {type(config).__name__}")
+    missing = [k for k in ("format", "model", "features", "domain") if k not in config]
+    if missing:
+        raise CorruptModelError(cfg_path, f"missing keys {missing}")
+    if config.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{str(cfg_path)!r}: model format {config.get('format')!r}, this jaxhw reads "
+                         f"{MODEL_FORMAT!r}; retrain or use a matching jaxhw")
+    if config.get("features") != _feature_signature():
         raise ValueError(
             f"model in {str(directory)!r} was trained with a different atom/bond feature vocabulary "
             "than this jaxhw.molecules; retrain it"
         )
-    m = config["model"]
-    model = MoleculeGNN(**{f: tuple(m[f]) if f == "readout" else m[f] for f in _ARCH_FIELDS})
-    example = mol.pad_batch([mol.smiles_to_graph("CO")], mol.Budget(3, 2, 2)).graph
-    template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), example))["params"]
-    template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
-    params = serialization.from_bytes(template, par_path.read_bytes())
-    return SolubilityModel(model, params, int(config["max_heavy_atoms"]), config.get("info", {}))
+    try:
+        m = config["model"]
+        kwargs = {f: m[f] for f in _ARCH_FIELDS}
+        kwargs["readout"] = tuple(kwargs["readout"])
+        kwargs["merge_node_columns"] = tuple(tuple(int(c) for c in g) for g in kwargs["merge_node_columns"])
+        model = MoleculeGNN(**kwargs)
+        _check_domain_record(config["domain"])
+        example = mol.pad_batch([mol.smiles_to_graph("CO")], mol.Budget(3, 2, 2)).graph
+        shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), example))["params"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise CorruptModelError(cfg_path, f"{type(err).__name__}: {err}") from err
+    template = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
+    try:
+        params = serialization.from_bytes(template, par_path.read_bytes())
+    except Exception as err:  # msgpack/flax raise many types on damaged bytes; all mean "corrupt"
+        raise CorruptModelError(par_path, f"{type(err).__name__}: {err}") from err
+    want = jax.tree_util.tree_structure(template)
+    if jax.tree_util.tree_structure(params) != want or any(
+        np.shape(a) != b.shape for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(shapes))
+    ):
+        raise CorruptModelError(par_path, f"parameters do not fit the architecture in {CONFIG_FILE}")
+    if not all(np.all(np.isfinite(a)) for a in jax.tree.leaves(params)):
+        raise CorruptModelError(par_path, "non-finite parameter values")
+    return SolubilityModel(model, params, config["domain"], config.get("info", {}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,13 +649,36 @@ def load_model(directory: str | Path | None = None) -> SolubilityModel:
 
 
 class Prediction(NamedTuple):
-    """One molecule's prediction; ``error`` is None when it succeeded (values NaN otherwise)."""
+    """One molecule's prediction; ``error`` is None when it succeeded (values NaN otherwise);
+    ``warning`` is set when the molecule lies outside the model's training domain."""
 
     smiles: str
     log_mol_per_l: float
     mg_per_l: float
     error: str | None
     note: str
+    warning: str | None = None
+
+
+def domain_check(parsed: mol.ParsedMolecule, graph: Any, domain: dict) -> tuple[str | None, list[str]]:
+    """``(warning or None, notes)`` for one featurized molecule against a training ``domain``.
+
+    Warning: any atom/bond feature value or net charge never seen in training (except stereo
+    values, which the model ignores: a note). The size limit is checked by the caller (refusal).
+    """
+    problems, notes = [], []
+    for kind, feature, label, raw in mol.unseen_features(graph, domain, parsed.mol):
+        value = f"{label} ({', '.join(raw)})" if label == mol.OTHER and raw else label
+        if (kind, feature) in STEREO_FEATURES:
+            notes.append(f"{kind} {feature} {value} never seen in training: treated as none")
+        else:
+            problems.append(f"{kind} {feature} {value}")
+    charge = Chem.GetFormalCharge(parsed.mol)
+    if charge not in domain["net_charge"]:
+        problems.append(f"net charge {charge:+d} (training: {', '.join(f'{c:+d}' for c in domain['net_charge'])})")
+    if not problems:
+        return None, notes
+    return f"outside the training domain: {'; '.join(problems)} never seen in training; extrapolation", notes
 
 
 def predict_solubility(
@@ -477,54 +686,64 @@ def predict_solubility(
     model_dir: str | Path | None = None,
     *,
     on_error: str = "raise",
+    out_of_domain: str = "warn",
     model: SolubilityModel | None = None,
 ) -> list[Prediction]:
     """Predict log10 solubility (mol/L) and mg/L for each SMILES, batched.
 
     ``on_error="raise"``: the first invalid SMILES (or a molecule over the size limit) raises
     ``ValueError`` naming it; ``"record"``: it gets a :class:`Prediction` with ``error`` set.
+    ``out_of_domain="warn"``: a molecule outside the training domain (see :func:`domain_check`)
+    is predicted with ``warning`` set; ``"error"``: it is treated as an invalid input.
     """
     if isinstance(smiles_list, str):
         smiles_list = [smiles_list]
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
+    if out_of_domain not in ("warn", "error"):
+        raise ValueError(f"out_of_domain must be 'warn' or 'error', got {out_of_domain!r}")
     sm = model or load_model(model_dir)
     results: list[Prediction | None] = [None] * len(smiles_list)
-    graphs, where, weights, notes = [], [], [], []
+    graphs, where, weights, notes, warnings = [], [], [], [], []
     for i, s in enumerate(smiles_list):
         try:
             parsed = mol.parse_smiles(s)
             n_heavy = parsed.mol.GetNumHeavyAtoms()
             if n_heavy > sm.max_heavy_atoms:
                 raise ValueError(
-                    f"SMILES {parsed.smiles!r} has {n_heavy} heavy atoms, more than this model's "
+                    f"SMILES {mol.shorten(parsed.smiles)} has {n_heavy} heavy atoms, more than this model's "
                     f"limit of {sm.max_heavy_atoms} (1.5 × its largest training molecule); refusing "
                     "to extrapolate"
                 )
+            graph = mol.mol_to_graph(parsed.mol)
+            warning, note = domain_check(parsed, graph, sm.domain)
+            if warning and out_of_domain == "error":
+                raise ValueError(f"SMILES {mol.shorten(parsed.smiles)} is {warning}")
         except (ValueError, TypeError) as err:
             if on_error == "raise":
                 raise
             results[i] = Prediction(str(s), math.nan, math.nan, str(err), "")
             continue
-        graphs.append(mol.mol_to_graph(parsed.mol))
+        if parsed.dropped_fragments:
+            note.insert(0, f"salt/mixture: kept largest fragment, dropped {', '.join(parsed.dropped_fragments)}")
+        graphs.append(graph)
         where.append(i)
         weights.append(Descriptors.MolWt(parsed.mol))
-        notes.append(
-            f"salt/mixture: kept largest fragment, dropped {', '.join(parsed.dropped_fragments)}"
-            if parsed.dropped_fragments
-            else ""
-        )
+        notes.append("; ".join(note))
+        warnings.append(warning)
     if graphs:
         logs = predict_graphs(sm.model, sm.params, graphs, sm.budget())
         mg = log_mol_per_l_to_mg_per_l(logs, np.asarray(weights))
         for k, i in enumerate(where):
-            results[i] = Prediction(smiles_list[i].strip(), float(logs[k]), float(mg[k]), None, notes[k])
+            results[i] = Prediction(smiles_list[i].strip(), float(logs[k]), float(mg[k]), None, notes[k], warnings[k])
     return results  # type: ignore[return-value]
 
 
 def predict_main(args: argparse.Namespace) -> int:
-    """``jaxhw predict-solubility SMILES... [--model DIR]``: one line per molecule; exit 1 if any
-    input was invalid (the valid ones are still printed)."""
+    """``jaxhw predict-solubility SMILES... [--model DIR]``: one line per molecule on stdout
+    (``SMILES  logS  mg/L  [WARNING: …]  [(note)]``), errors and domain warnings also on stderr.
+    Exit status 1 if any input was invalid (the valid ones are still printed), else 0; a domain
+    warning alone does not change it."""
     try:
         preds = predict_solubility(args.smiles, args.model, on_error="record")
     except (FileNotFoundError, ValueError) as err:
@@ -534,10 +753,12 @@ def predict_main(args: argparse.Namespace) -> int:
     for p in preds:
         if p.error is not None:
             bad += 1
-            print(f"error\t{p.smiles}\t{p.error}", file=sys.stderr)
-        else:
-            note = f"\t({p.note})" if p.note else ""
-            print(f"{p.smiles}\tlogS = {p.log_mol_per_l:.3f} log10(mol/L)\t{p.mg_per_l:.4g} mg/L{note}")
+            print(f"error\t{mol.shorten(p.smiles)}\t{p.error}", file=sys.stderr)
+            continue
+        extra = (f"\tWARNING: {p.warning}" if p.warning else "") + (f"\t({p.note})" if p.note else "")
+        print(f"{p.smiles}\tlogS = {p.log_mol_per_l:.3f} log10(mol/L)\t{p.mg_per_l:.4g} mg/L{extra}")
+        if p.warning:
+            print(f"warning\t{mol.shorten(p.smiles)}\t{p.warning}", file=sys.stderr)
     return 1 if bad else 0
 
 

@@ -116,6 +116,67 @@ def test_non_string_is_a_type_error_and_whitespace_is_stripped():
             np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.parametrize("bad", ["CCO CC", "CCO\tC", " C C ", "c1ccccc1 benzene"])
+def test_internal_whitespace_is_an_error_naming_the_input(bad):
+    # RDKit alone would read "CCO CC" as ethanol (the rest is a "name") and drop "CC" silently
+    from rdkit import Chem
+
+    assert Chem.MolFromSmiles("CCO CC").GetNumAtoms() == 3
+    with pytest.raises(M.InvalidSmilesError, match="whitespace") as err:
+        M.parse_smiles(bad)
+    assert repr(bad.strip()) in str(err.value)
+
+
+def test_long_inputs_are_shortened_in_messages():
+    long_bad = "C" * 2000 + "("
+    with pytest.raises(M.InvalidSmilesError) as err:
+        M.smiles_to_graph(long_bad)
+    msg = str(err.value)
+    assert len(msg) < 150 and "C" * 61 not in msg and "2001 characters" in msg
+    assert M.shorten("CCO") == repr("CCO")  # short inputs are quoted whole
+
+
+MIRROR_CASES = {
+    "L-alanine": "C[C@H](N)C(=O)O",
+    "(S)-ibuprofen": "CC(C)Cc1ccc(cc1)[C@H](C)C(=O)O",
+    "L-threonine (2 centres)": "C[C@@H](O)[C@H](N)C(=O)O",
+    "E double bond + centre": "C/C=C/[C@H](O)CC",
+}
+
+
+@pytest.mark.parametrize("smiles", MIRROR_CASES.values(), ids=MIRROR_CASES.keys())
+def test_mirror_graph_is_the_featurized_rdkit_mirror_image(smiles):
+    # independent reference: RDKit inverts every tetrahedral centre, then we featurize that molecule
+    from rdkit import Chem
+
+    m = Chem.MolFromSmiles(smiles)
+    for atom in m.GetAtoms():
+        atom.InvertChirality()
+    mirror = M.mol_to_graph(m)
+    g = M.smiles_to_graph(smiles)
+    np.testing.assert_array_equal(M.mirror_graph(g).nodes, mirror.nodes)
+    np.testing.assert_array_equal(g.edges, mirror.edges)  # E/Z is unchanged by a reflection
+    assert not np.array_equal(g.nodes, mirror.nodes)  # the mirror image is a different input
+
+
+def test_feature_coverage_and_unseen_values():
+    graphs = [M.smiles_to_graph(s) for s in ("CCO", "c1ccccc1", "C/C=C/C")]
+    cov = M.feature_coverage(graphs)
+    assert cov["atom"]["element"] == ["C", "O"] and cov["bond"]["stereo"] == ["none", "E"]
+    # uncovered columns = those never active in any graph (direct column check)
+    nodes = np.concatenate([g.nodes for g in graphs])
+    edges = np.concatenate([g.edges for g in graphs])
+    node_cols, edge_cols = M.uncovered_columns(cov)
+    np.testing.assert_array_equal(node_cols, np.flatnonzero(~nodes.any(0)))
+    np.testing.assert_array_equal(edge_cols, np.flatnonzero(~edges.any(0)))
+    he = M.parse_smiles("[He]").mol
+    found = M.unseen_features(M.mol_to_graph(he), cov, he)
+    assert ("atom", "element", M.OTHER, ("He",)) in found
+    z = M.unseen_features(M.smiles_to_graph("C/C=C\\C"), cov)
+    assert z == [("bond", "stereo", "Z", ("Z",))]
+    assert M.unseen_features(M.smiles_to_graph("OCCO"), cov) == []
+
+
 def test_salts_keep_largest_fragment_or_refuse():
     p = M.parse_smiles("CC(=O)[O-].[Na+]")
     assert p.mol.GetNumAtoms() == 4 and p.dropped_fragments == ("[Na+]",)

@@ -1,7 +1,9 @@
-"""jaxhw.models.gnn + jaxhw.solubility: GIN-E vs a Python loop, masking, invariances, training,
-data set / splits, save-load-predict round trip, the CLI, and the report's verdict function."""
+"""jaxhw.models.gnn + jaxhw.solubility: GIN-E vs a Python loop, masking, invariances (atom order,
+mirror images), training, training domain, data set / splits / CSV validation, save-load-predict
+round trip, corrupt model files, the CLI, and the report's verdict function."""
 
 import json
+import time
 
 import jax
 import jax.numpy as jnp
@@ -11,9 +13,10 @@ from rdkit import Chem
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
 from jaxhw import cli
+from jaxhw import data as D
 from jaxhw import molecules as M
 from jaxhw import solubility as S
-from jaxhw.models.gnn import MoleculeGNN
+from jaxhw.models.gnn import MoleculeGNN, merge_matrix
 
 SMILES = ["CCO", "c1ccccc1O", "C[C@H](N)C(=O)O", "C", "CC(=O)Oc1ccccc1C(=O)O"]
 
@@ -38,12 +41,20 @@ def dense(x, p):
     return x @ np.asarray(p["kernel"]) + np.asarray(p["bias"])
 
 
+def merged_inputs(x, groups):
+    """Each group of columns replaced by their sum (in the first member's place), by hand."""
+    x = np.array(x)
+    for grp in groups:
+        x[:, grp[0]] = x[:, list(grp)].sum(1)
+    return np.delete(x, [c for grp in groups for c in grp[1:]], axis=1)
+
+
 def reference_forward(params, graphs, model):
     """The GIN-E of the docstring, molecule by molecule, with explicit Python loops over edges."""
     relu = lambda x: np.maximum(x, 0)  # noqa: E731
     out = []
     for g in graphs:
-        h = dense(g.nodes, params["embed"])
+        h = dense(merged_inputs(g.nodes, model.merge_node_columns), params["embed"])
         for k in range(model.num_layers):
             p = jax.tree.map(np.asarray, params[f"layer_{k}"])
             agg = np.zeros_like(h)
@@ -69,7 +80,8 @@ def randomized(params, key):
 
 @pytest.fixture(scope="module")
 def small_model():
-    model = MoleculeGNN(hidden=8, num_layers=2, readout=("sum", "mean", "max"), target_mean=-2.0, target_std=1.5)
+    model = MoleculeGNN(hidden=8, num_layers=2, readout=("sum", "mean", "max"), target_mean=-2.0, target_std=1.5,
+                        merge_node_columns=M.MIRROR_SWAPS)
     batch = padded(SMILES)
     params = jax.jit(model.init)(jax.random.PRNGKey(0), batch.graph)["params"]
     params = randomized(params, jax.random.PRNGKey(1))
@@ -119,14 +131,48 @@ def test_prediction_is_invariant_to_atom_order(small_model):
         b = padded([smi, shuffled])
         out = np.asarray(apply(params, b.graph))
         np.testing.assert_allclose(out[0], out[1], rtol=1e-4, atol=1e-4)
-    # mirror images are distinguished (the CIP feature differs)
-    out = np.asarray(apply(params, padded(["C[C@H](N)C(=O)O", "C[C@@H](N)C(=O)O"]).graph))
-    assert abs(out[0] - out[1]) > 1e-4
 
 
-def test_bad_readout_is_rejected(small_model):
+PAIRS = {
+    # mirror images: same solubility in (achiral) water → same prediction, for any weights
+    "alanine L/D": ("C[C@H](N)C(=O)O", "C[C@@H](N)C(=O)O"),
+    "ibuprofen S/R": ("CC(C)Cc1ccc(cc1)[C@H](C)C(=O)O", "CC(C)Cc1ccc(cc1)[C@@H](C)C(=O)O"),
+    "threonine 2S,3R / 2R,3S": ("C[C@@H](O)[C@H](N)C(=O)O", "C[C@H](O)[C@@H](N)C(=O)O"),
+    # documented limitation: diastereomers (threonine vs allo-threonine) are not told apart either
+    "threonine / allo-threonine": ("C[C@@H](O)[C@H](N)C(=O)O", "C[C@H](O)[C@H](N)C(=O)O"),
+    # E/Z isomers are different compounds: the model may (and with random weights does) tell them apart
+    "but-2-ene E/Z": ("C/C=C/C", "C/C=C\\C"),
+}
+
+
+def test_enantiomers_get_identical_outputs_for_any_weights_but_ez_isomers_do_not(small_model):
+    model, params, apply = small_model
+    flat = [s for pair in PAIRS.values() for s in pair]
+    out = np.concatenate([np.asarray(apply(params, padded(part).graph))[: len(part)] for part in (flat[:6], flat[6:])])
+    out = out.reshape(-1, 2)
+    gaps = dict(zip(PAIRS, np.abs(out[:, 0] - out[:, 1])))
+    for name in list(PAIRS)[:4]:
+        a, b = (M.smiles_to_graph(s) for s in PAIRS[name])
+        assert not np.array_equal(a.nodes, b.nodes)  # the inputs differ (R/S columns) ...
+        assert gaps[name] <= 1e-6 * max(1.0, abs(out[list(PAIRS).index(name), 0])), name  # ... the output not
+    assert gaps["but-2-ene E/Z"] > 1e-3
+    # the same weights without the merge see the difference: the invariance comes from the merge
+    embed = np.asarray(params["embed"]["kernel"])
+    r, s_ = M.MIRROR_SWAPS[0]
+    unmerged_rows = np.insert(embed, s_, embed[r] + 0.5, axis=0)  # S gets its own (different) row
+    unmerged = MoleculeGNN(hidden=8, num_layers=2, readout=("sum", "mean", "max"), target_mean=-2.0, target_std=1.5)
+    p2 = {**params, "embed": {**params["embed"], "kernel": unmerged_rows}}
+    alanine = padded(list(PAIRS["alanine L/D"]))
+    o2 = np.asarray(unmerged.apply({"params": p2}, alanine.graph))
+    assert abs(o2[0] - o2[1]) > 1e-3
+
+
+def test_bad_readout_or_merge_groups_are_rejected(small_model):
     with pytest.raises(ValueError, match="readout"):
         MoleculeGNN(readout=("median",)).init(jax.random.PRNGKey(0), padded(["CCO"]).graph)
+    for groups in [((3,),), ((1, 2), (2, 4)), ((0, M.ATOM_DIM),)]:
+        with pytest.raises(ValueError, match="merge_node_columns"):
+            merge_matrix(M.ATOM_DIM, groups)
 
 
 # ---------------------------------------------------------------------------------- data set and splits
@@ -179,6 +225,67 @@ def test_split_file_round_trip_and_leak_detection(tmp_path):
         S.load_splits(tmp_path / "bad.npz", ds)
 
 
+def _split_file_cases(d):
+    """(file, what the message must also say) for each kind of bad --splits file."""
+    ok = dict(train=np.array([0, 1]), val=np.array([2]), test=np.array([3]))
+    (d / "text.txt").write_text("train: 0 1\nval: 2\n")
+    np.save(d / "single.npy", np.arange(4))
+    (d / "garbage.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    np.savez(d / "badkeys.npz", train_x=np.array([0]), val_x=np.array([2]), test_x=np.array([3]))
+    np.savez(d / "cube.npz", **{**ok, "train": np.zeros((2, 2, 2), np.int64)})
+    np.savez(d / "empty.npz", **{**ok, "train": np.array([], np.int64)})
+    np.savez(d / "float.npz", **{**ok, "val": np.array([2.0])})
+    np.savez(d / "range.npz", **{**ok, "test": np.array([3, 99])})
+    np.savez(d / "negative.npz", **{**ok, "test": np.array([-1])})
+    np.savez(d / "overlap.npz", **{**ok, "test": np.array([3, 2])})
+    np.savez(d / "missing_part.npz", train_0=np.array([0]), val_0=np.array([2]))
+    np.savez(d / "mixed.npz", **ok, train_0=np.array([0]), val_0=np.array([2]), test_0=np.array([3]))
+    np.savez(d / "pickled.npz", **{**ok, "train": np.array([0, None], dtype=object)})
+    return [
+        ("text.txt", "not a zip file"), ("single.npy", "single .npy array"), ("garbage.npz", "not an .npz archive"),
+        ("badkeys.npz", "train_x"), ("cube.npz", "3-D"), ("empty.npz", "empty"), ("float.npz", "float64"),
+        ("range.npz", "row 99 outside"), ("negative.npz", "row -1 outside"), ("overlap.npz", "row 2 is in both"),
+        ("missing_part.npz", "lacks ['test']"), ("mixed.npz", "mixes"), ("pickled.npz", "cannot read"),
+    ]
+
+
+def test_bad_split_files_raise_clear_errors_naming_the_file(tmp_path):
+    ds = S.build_dataset(["CCO", "OCC", "c1ccccc1", "CCN", "CCCl", "CO"], np.arange(6.0))
+    for name, extra in _split_file_cases(tmp_path):
+        with pytest.raises(ValueError) as err:
+            S.load_splits(tmp_path / name, ds)
+        msg = str(err.value)
+        assert str(tmp_path / name) in msg and extra in msg, (name, msg)
+        if extra != "row 2 is in both":
+            assert "expected" in msg and "train_k" in msg, (name, msg)
+    with pytest.raises(FileNotFoundError, match="nowhere.npz.*expected"):
+        S.load_splits(tmp_path / "nowhere.npz", ds)
+    # a part whose rows were all unparsable is empty after mapping: refused, not trained on
+    ds_bad = S.build_dataset(["CCO", "bad(", "c1ccccc1", "CCN"], np.arange(4.0))
+    np.savez(tmp_path / "skipped.npz", train=np.array([0]), val=np.array([1]), test=np.array([2, 3]))
+    with pytest.raises(ValueError, match="skipped.*nothing is left"):
+        S.load_splits(tmp_path / "skipped.npz", ds_bad)
+
+
+ESOL_HEADER = "Compound ID,smiles,measured log solubility in mols per litre\n"
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("binary.csv", b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x01" * 20, "not a readable UTF-8 CSV"),
+    ("nan.csv", (ESOL_HEADER + "a,CCO,0.5\nb,CCC,nan\nc,CO,inf\n").encode(), "2 row(s) without a finite"),
+    ("header_only.csv", ESOL_HEADER.encode(), "no data rows"),
+    ("text_target.csv", (ESOL_HEADER + "a,CCO,soluble\n").encode(), "line 2: 'soluble'"),
+    ("overflow.csv", (ESOL_HEADER + "a,CCO,1e39\n").encode(), "without a finite"),
+], ids=lambda v: v if isinstance(v, str) and v.endswith(".csv") else "")
+def test_load_esol_rejects_unreadable_or_non_finite_files_naming_them(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(D.DataNotFoundError) as err:
+        D.load_esol(tmp_path / name)
+    assert str(tmp_path / name) in str(err.value) and message in str(err.value)
+    if name == "nan.csv":
+        assert "line 3: 'nan'" in str(err.value) and "line 4: 'inf'" in str(err.value)
+
+
 # ---------------------------------------------------------------------------------- training and saved models
 
 
@@ -187,14 +294,14 @@ def trained(esol):
     ds = esol
     idx = np.random.default_rng(0).permutation(len(ds))
     split = S.Split(np.sort(idx[:128]), np.sort(idx[128:192]), np.sort(idx[192:256]))
-    cfg = S.TrainConfig(hidden=32, num_layers=2, epochs=10, batch_size=16, dropout=0.0, learning_rate=3e-3, warmup_epochs=1)
+    cfg = S.TrainConfig(hidden=32, num_layers=2, epochs=20, batch_size=16, dropout=0.0, learning_rate=3e-3, warmup_epochs=1)
     return ds, split, S.train(ds, split, cfg, seed=0)
 
 
 def test_short_training_reduces_validation_loss_and_selects_on_validation(trained):
     ds, split, res = trained
     val = [h["val_loss"] for h in res.history]
-    assert len(val) == 10 and min(val) < 0.5 * val[0]
+    assert len(val) == 20 and min(val) < 0.5 * val[0]
     assert res.best_epoch == int(np.argmin(val)) + 1
     # the kept parameters are the best epoch's: recompute their validation MSE independently
     pred = S.predict_graphs(res.model, res.params, [ds.graphs[i] for i in split.val], res.budget)
@@ -203,7 +310,7 @@ def test_short_training_reduces_validation_loss_and_selects_on_validation(traine
 
 def test_save_load_predict_round_trip_and_cli(trained, tmp_path, capsys):
     ds, split, res = trained
-    S.save_model(tmp_path / "m", res.model, res.params, max_heavy_atoms=60)
+    S.save_model(tmp_path / "m", res.model, res.params, domain={**res.domain, "max_heavy_atoms": 60})
     loaded = S.load_model(tmp_path / "m")
     smiles = [ds.smiles[i] for i in split.test[:20]]
     want = S.predict_graphs(res.model, res.params, [ds.graphs[i] for i in split.test[:20]], res.budget)
@@ -234,14 +341,100 @@ def test_save_load_predict_round_trip_and_cli(trained, tmp_path, capsys):
         S.load_model(tmp_path / "nowhere")
 
 
+def test_cli_rejects_internal_whitespace_and_shortens_long_inputs(trained, tmp_path, capsys):
+    ds, split, res = trained
+    S.save_model(tmp_path / "m", res.model, res.params, domain=res.domain)
+    long_bad = "C" * 2000 + "("
+    assert cli.main(["predict-solubility", "CCO CC", long_bad, " CCO ", "--model", str(tmp_path / "m")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("CCO\t") and len(captured.out.splitlines()) == 1  # not "CCO" for "CCO CC"
+    err = captured.err.splitlines()
+    assert "'CCO CC'" in err[0] and "whitespace" in err[0]
+    assert "2001 characters" in err[1] and len(err[1]) < 300  # vs > 4000 characters before
+
+
+def test_trained_model_ignores_unseen_inputs_and_flags_out_of_domain(trained, tmp_path, capsys):
+    ds, split, res = trained
+    # ESOL has no R/S labels: the stereo columns never fire in training, so they act as "none" —
+    # enantiomers and the stereo-unspecified structure get the same prediction
+    assert res.domain["atom"]["chirality"] == ["none"] and res.domain["net_charge"] == [0]
+    assert "other" not in res.domain["atom"]["element"]
+    embed = np.asarray(res.params["embed"]["kernel"])
+    other_el = M.feature_slices()["element"].stop - 1
+    assert not embed[other_el].any()  # an unseen value has no learned weight
+    bond = M.feature_slices(M.BOND_FEATURES)
+    for k in range(res.model.num_layers):
+        ek = np.asarray(res.params[f"layer_{k}"]["edge"]["kernel"])
+        assert not ek[bond["bond_type"].stop - 1].any()  # unseen bond type "other": no effect
+        np.testing.assert_array_equal(ek[bond["stereo"].stop - 1], ek[bond["stereo"].start])  # unseen stereo = none
+        assert ek[bond["stereo"].start].any()
+    S.save_model(tmp_path / "m", res.model, res.params, domain=res.domain)
+    sm = S.load_model(tmp_path / "m")
+    smiles = ["C[C@H](N)C(=O)O", "C[C@@H](N)C(=O)O", "CC(N)C(=O)O", "CCO",
+              "[He]", "[U]", "[H][H]", "[Na+].[Cl-]", "CC(=O)[O-].[Na+]"]
+    p = S.predict_solubility(smiles, model=sm)
+    assert p[0].log_mol_per_l == p[1].log_mol_per_l == p[2].log_mol_per_l
+    assert "treated as none" in p[0].note and p[0].warning is None and p[3].warning is None
+    for q, why in zip(p[4:], ["element other (He)", "element other (U)", "element other (H)", "net charge -1", "net charge -1"]):
+        assert q.warning and "outside the training domain" in q.warning and why in q.warning, q
+        assert np.isfinite(q.log_mol_per_l)
+    with pytest.raises(ValueError, match=r"'\[He\]' is outside the training domain"):
+        S.predict_solubility(["CCO", "[He]"], model=sm, out_of_domain="error")
+    # CLI: a WARNING column on stdout and a warning line on stderr
+    assert cli.main(["predict-solubility", "CCO", "[U]", "--model", str(tmp_path / "m")]) == 0
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    assert "WARNING" not in out[0] and "WARNING: outside the training domain" in out[1]
+    assert captured.err.startswith("warning\t'[U]'")
+
+
+def test_corrupt_model_files_are_named(trained, tmp_path):
+    ds, split, res = trained
+    good = S.save_model(tmp_path / "good", res.model, res.params, domain=res.domain)
+    cfg_text, par = (good / "config.json").read_text(), (good / "params.msgpack").read_bytes()
+    cfg = json.loads(cfg_text)
+    del cfg["domain"]
+    cases = {
+        "config.json": [b"\x80\x81 binary", b"{not json", b"[1, 2]", json.dumps(cfg).encode()],
+        "params.msgpack": [b"", b"\x00garbage", par[: len(par) // 2]],
+    }
+    for fname, contents in cases.items():
+        for content in contents:
+            d = tmp_path / "bad"
+            d.mkdir(exist_ok=True)
+            (d / "config.json").write_text(cfg_text)
+            (d / "params.msgpack").write_bytes(par)
+            (d / fname).write_bytes(content)
+            with pytest.raises(ValueError) as err:
+                S.load_model(d)
+            assert f"model file {str(d / fname)!r} is corrupt" in str(err.value), (fname, content[:20], err.value)
+    # parameters of another architecture do not fit: corrupt, not a shape error deep inside jax
+    other = S.TrainConfig(hidden=16, num_layers=2).model()
+    p16 = jax.jit(other.init)(jax.random.PRNGKey(0), padded(["CCO"]).graph)["params"]
+    (d / "config.json").write_text(cfg_text)
+    S.save_model(tmp_path / "o", other, p16, domain=res.domain)
+    (d / "params.msgpack").write_bytes((tmp_path / "o" / "params.msgpack").read_bytes())
+    with pytest.raises(S.CorruptModelError, match="params.msgpack.*do not fit"):
+        S.load_model(d)
+
+
 def test_shipped_model_predicts_esol_without_training(esol):
     ds = esol
     idx = np.arange(0, len(ds), 25)
+    t0 = time.perf_counter()
     preds = S.predict_solubility([ds.smiles[i] for i in idx])
     rmse = np.sqrt(np.mean((np.array([p.log_mol_per_l for p in preds]) - ds.targets[idx]) ** 2))
     assert rmse < 1.0  # vs ~2.1 for predicting the mean
+    assert not any(p.warning for p in preds)  # ESOL molecules are inside its domain
     salt = S.predict_solubility(["[Na+].[O-]C(=O)c1ccccc1"])[0]
     assert "largest fragment" in salt.note and np.isfinite(salt.log_mol_per_l)
+    assert "net charge -1" in salt.warning  # benzoate anion: never seen in training
+    # mirror images: identical predictions (L/D-alanine, (S)/(R)-ibuprofen)
+    for a, b in list(PAIRS.values())[:2]:
+        pa, pb = S.predict_solubility([a, b])
+        assert pa.log_mol_per_l == pytest.approx(pb.log_mol_per_l, abs=1e-6)
+    assert S.predict_solubility(["[He]"])[0].warning
+    assert time.perf_counter() - t0 < 20
 
 
 # ---------------------------------------------------------------------------------- units and verdicts
