@@ -86,3 +86,11 @@ def test_depth_verdict():
     assert v["helps"] and v["best_depth"] == 7 and v["gains"][7] == pytest.approx(0.05)
     with pytest.raises(ValueError):
         ib.depth_verdict({3: 0.2})
+
+
+def test_package_exposes_submodules_lazily():
+    import jaxhw
+
+    assert jaxhw.norms.lp(2.0).name and callable(jaxhw.optim.orthogonal_descent)
+    with pytest.raises(AttributeError, match="nope"):
+        jaxhw.nope  # noqa: B018
