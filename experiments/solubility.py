@@ -76,7 +76,7 @@ def run(ctx: RunContext) -> None:
         m = sol.regression_metrics(pred, ds.targets[split.test])
         epoch_s = [h["train_seconds"] for h in res.history[1:]] or [res.history[0]["train_seconds"]]
         record = {
-            "seed": seed, "sizes": [len(p) for p in split], "best_epoch": res.best_epoch, **m,
+            "seed": seed, "sizes": [len(p) for p in split], "best_epoch": res.best_epoch, "selected": res.selected, **m,
             "history": res.history, "epoch_seconds_median": float(np.median(epoch_s)),
             "test_index": split.test.tolist(), "test_pred": pred.tolist(), "wall_s": time.perf_counter() - t0,
         }
@@ -85,7 +85,7 @@ def run(ctx: RunContext) -> None:
             sol.save_model(ctx.part_dir / "model", res.model, res.params, domain=res.domain,
                            info={"seed": seed, "split": split_kind, "test_rmse": m["rmse"], "config": cfg.__dict__})
         runs.append(record)
-        ctx.log(f"seed {seed}: test RMSE {m['rmse']:.3f} MAE {m['mae']:.3f} (best epoch {res.best_epoch}, "
+        ctx.log(f"seed {seed}: test RMSE {m['rmse']:.3f} MAE {m['mae']:.3f} (best epoch {res.best_epoch}, kept: {res.selected}, "
                 f"{record['wall_s']:.0f} s)")
     _report(ctx, ds, cfg, runs, split_kind)
 
@@ -141,7 +141,8 @@ def _report(ctx: RunContext, ds: sol.MoleculeDataset, cfg: sol.TrainConfig, runs
                   "; ".join(x for x in (p.warning and f"**WARNING** {p.warning}", p.note, p.error) if x)]
                  for (n, _), p in zip(DEMO, demo)]
 
-    per_seed = [[r["seed"], "/".join(map(str, r["sizes"])), r["best_epoch"], fmt(r["rmse"]), fmt(r["mae"])] for r in runs]
+    per_seed = [[r["seed"], "/".join(map(str, r["sizes"])), r["best_epoch"], r.get("selected", "best epoch"),
+                 fmt(r["rmse"]), fmt(r["mae"])] for r in runs]
     body = f"""
 **Task.** Regress aqueous solubility $\\log_{{10}} S$ ($S$ in mol/L) from the SMILES alone. A molecule is
 a graph $G=(V,E)$ of heavy atoms and bonds (both directions) with one-hot atom features $x_v$
@@ -154,7 +155,9 @@ then READOUT $=$ [{', '.join(cfg.readout)}] pooling over the atoms, an MLP, and
 $\\hat y = \\mu + \\sigma\\,f(G)$ with $\\mu,\\sigma$ the training-target mean and std. Loss: mean squared
 error over real molecules only (padding masked). Optimizer: AdamW (lr {cfg.learning_rate}, weight decay
 {cfg.weight_decay}), {cfg.warmup_epochs} warm-up epochs then cosine decay, batch {cfg.batch_size}, dropout {cfg.dropout},
-{cfg.epochs} epochs; the epoch with the lowest **validation** MSE is kept.
+{cfg.epochs} epochs. Model selection uses the **validation** set only: each seed keeps either the epoch with
+the lowest validation MSE or the average of the weights over the last {round(cfg.swa_fraction * cfg.epochs)} epochs
+(stochastic weight averaging), whichever has the lower validation MSE (column "kept").
 
 **Data.** ESOL: {ds.n_rows} rows, {len(ds)} distinct structures after merging {ds.n_merged_rows} duplicate rows by
 canonical SMILES (targets averaged), {len(ds.skipped)} unparsable rows skipped. Splits: {split_kind}
@@ -162,7 +165,7 @@ canonical SMILES (targets averaged), {len(ds.skipped)} unparsable rows skipped. 
 
 ![training and validation loss per epoch]({fig_path})
 
-{md_table(["seed", "train/val/test", "best epoch", "test RMSE", "test MAE"], per_seed)}
+{md_table(["seed", "train/val/test", "best epoch", "kept", "test RMSE", "test MAE"], per_seed)}
 
 **Result over {len(runs)} seeds:** test RMSE **{fmt(rmse.mean())} ± {fmt(rmse.std(ddof=1))}**, MAE
 {fmt(mae.mean())} ± {fmt(mae.std(ddof=1))} log10(mol/L) (mean ± std over seeds). The issue's target

@@ -303,9 +303,26 @@ def test_short_training_reduces_validation_loss_and_selects_on_validation(traine
     val = [h["val_loss"] for h in res.history]
     assert len(val) == 20 and min(val) < 0.5 * val[0]
     assert res.best_epoch == int(np.argmin(val)) + 1
-    # the kept parameters are the best epoch's: recompute their validation MSE independently
+    # The kept parameters are the best epoch's or the weight average over the last third of the
+    # epochs, whichever is better on validation: recompute their validation MSE independently.
     pred = S.predict_graphs(res.model, res.params, [ds.graphs[i] for i in split.val], res.budget)
-    np.testing.assert_allclose(np.mean((pred - ds.targets[split.val]) ** 2), min(val), rtol=1e-4)
+    kept_mse = np.mean((pred - ds.targets[split.val]) ** 2)
+    if res.selected == "best epoch":
+        np.testing.assert_allclose(kept_mse, min(val), rtol=1e-4)
+    else:
+        assert res.selected == "SWA 14-20" and kept_mse < min(val)
+
+
+def test_weight_averaging_off_keeps_the_best_epoch(esol):
+    idx = np.random.default_rng(1).permutation(len(esol))
+    split = S.Split(np.sort(idx[:96]), np.sort(idx[96:160]), np.sort(idx[160:200]))
+    cfg = S.TrainConfig(hidden=16, num_layers=1, epochs=6, batch_size=16, dropout=0.0, learning_rate=3e-3,
+                        warmup_epochs=1, swa_fraction=0.0)
+    res = S.train(esol, split, cfg, seed=0)
+    assert res.selected == "best epoch"
+    pred = S.predict_graphs(res.model, res.params, [esol.graphs[i] for i in split.val], res.budget)
+    val = [h["val_loss"] for h in res.history]
+    np.testing.assert_allclose(np.mean((pred - esol.targets[split.val]) ** 2), min(val), rtol=1e-4)
 
 
 def test_save_load_predict_round_trip_and_cli(trained, tmp_path, capsys):
