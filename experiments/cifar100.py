@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 
 from jaxhw import data, inductive_bias as ib, train  # noqa: E402
 from jaxhw.models import cnn  # noqa: E402
-from jaxhw.report import RunContext, code_block, fmt, md_table, source_of  # noqa: E402
+from jaxhw.report import RunContext, fmt, md_table, quote_sources  # noqa: E402
 
 # cnn_seeds: how many seeds the CNN is trained with (--seed, --seed + 1, ...); the MLPs use --seed.
 # The validation split is fixed (seed 0) so that every run validates on the same 5,000 images.
@@ -111,11 +111,7 @@ def _write_sections(ctx, runs, labels, recipe, fingerprint, is_sample) -> None:
         "Ours has four blocks of 3×3 convolution, batch normalisation, 2×2 max-pooling and ReLU "
         "(32 → 16 → 8 → 4 → 2 pixels), then three dense layers (256, 128, 100) with dropout. "
         "This is the exact code the run used, quoted from the source at run time:\n\n"
-        + code_block(source_of(cnn.max_pool_2x2))
-        + "\n\n"
-        + code_block(source_of(cnn.CNN))
-        + "\n\n"
-        + code_block(source_of(cnn.make_cnn))
+        + quote_sources(cnn.max_pool_2x2, cnn.CNN, cnn.make_cnn)
         + "\n\nSize and cost of every model in this run (FLOPs from XLA's cost analysis of one "
         "image's forward pass):\n\n"
         + md_table(["model", "parameters", "forward MFLOP / image"], arch_rows),
@@ -135,11 +131,7 @@ def _write_sections(ctx, runs, labels, recipe, fingerprint, is_sample) -> None:
         "function supplies the model-specific part (here softmax cross-entropy with label smoothing, "
         "and on-device normalisation plus random crop/flip). Metrics are returned as sums with a "
         "count, so padded examples never bias a mean. Code used in this run:\n\n"
-        + code_block(source_of(train.classification_loss))
-        + "\n\n"
-        + code_block(source_of(train.make_train_step))
-        + "\n\n"
-        + code_block(source_of(train.make_eval_step))
+        + quote_sources(train.classification_loss, train.make_train_step, train.make_eval_step)
         + f"\n\nOutput for the CNN (seed {cnn_run.seed}): training and validation metrics per epoch "
         f"(optimizer AdamW, one-cycle schedule peaking at {recipe.peak_lr}, weight decay "
         f"{recipe.weight_decay}, label smoothing {recipe.label_smoothing}, batch {recipe.batch_size}).\n\n"

@@ -84,6 +84,11 @@ def code_block(text: str, lang: str = "python") -> str:
     return f"```{lang}\n{text.rstrip()}\n```"
 
 
+def quote_sources(*objs: Callable[..., Any] | type) -> str:
+    """Code blocks with the source of each function/class, as the run used them."""
+    return "\n\n".join(code_block(source_of(o)) for o in objs)
+
+
 def md_table(header: list[str], rows: list[list[Any]]) -> str:
     """A GitHub-flavoured Markdown table."""
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

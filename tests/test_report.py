@@ -94,3 +94,9 @@ def test_package_exposes_submodules_lazily():
     assert jaxhw.norms.lp(2.0).name and callable(jaxhw.optim.orthogonal_descent)
     with pytest.raises(AttributeError, match="nope"):
         jaxhw.nope  # noqa: B018
+
+
+def test_quote_sources_quotes_each_object_in_order():
+    text = report.quote_sources(report.fmt, report.md_table)
+    assert text.count("```python") == 2
+    assert text.index("def fmt(") < text.index("def md_table(")
