@@ -32,7 +32,8 @@ def jax_step_fn(model_name: str):
     from jaxhw import data, train
     from jaxhw.models import MLP, make_cnn
 
-    model = {"cnn": make_cnn, "mlp_d3": lambda: MLP(128, 3), "mlp_d7": lambda: MLP(128, 7)}[model_name]()
+    models = {"cnn": lambda: make_cnn(dropout=0.3), "mlp_d3": lambda: MLP(128, 3), "mlp_d7": lambda: MLP(128, 7)}
+    model = models[model_name]()  # dropout 0.3 = the PyTorch peer's (dropout does not change the cost)
     state = train.create_train_state(model, optax.adamw(1e-3, weight_decay=5e-4), jnp.zeros((1, 32, 32, 3)), 0)
     step = train.make_train_step(train.classification_loss(data.cifar_preprocess(True), 0.1))
     rng = np.random.default_rng(0)

@@ -1,8 +1,10 @@
 """Q18: water solubility (ESOL) from SMILES with the jraph/Flax GIN-E of ``jaxhw.solubility``.
 
 Configuration + library calls + the report section. Protocol: duplicates merged by canonical
-SMILES, random 80/10/10 splits (seed k fixes split and initialisation), the epoch with the lowest
-validation MSE kept, test RMSE/MAE in log10(mol/L) as mean ± std over seeds. The split file
+SMILES, random 80/10/10 splits (seed k fixes split and initialisation), a deep ensemble of
+``TrainConfig.ensemble`` networks per split (each keeping its best-validation weights), test RMSE/MAE
+in log10(mol/L) as mean ± std over seeds. Finished networks are checkpointed under
+``<out>/solubility/checkpoints/``; ``--resume`` reuses them. The split file
 ``$JAXHW_SOLUBILITY_SPLITS`` (``train_k/val_k/test_k`` row indices) replaces the random splits.
 """
 
@@ -42,8 +44,8 @@ DEMO = [("ethanol", "CCO"), ("benzene", "c1ccccc1"), ("aspirin", "CC(=O)Oc1ccccc
 
 def config(quick: bool) -> tuple[sol.TrainConfig, list[int]]:
     if quick:
-        return sol.TrainConfig(epochs=15), [0, 1]
-    return sol.TrainConfig(epochs=150), [0, 1, 2, 3, 4]
+        return sol.TrainConfig(epochs=15, ensemble=2), [0, 1]
+    return sol.TrainConfig(epochs=150, ensemble=4), [0, 1, 2, 3, 4]
 
 
 def run(ctx: RunContext) -> None:
@@ -66,27 +68,49 @@ def run(ctx: RunContext) -> None:
     runs = []
     for seed, split in zip(seeds, splits):
         cached = ctx.part_dir / f"seed_{seed}.json"
+        key = {"members": cfg.ensemble, "split_sha256": sol.split_fingerprint(ds, split), "config": cfg.__dict__}
         if ctx.resume and cached.is_file():
-            runs.append(json.loads(cached.read_text()))
-            ctx.log(f"seed {seed}: reused {cached.name}")
-            continue
+            try:
+                record = json.loads(cached.read_text())
+                same = isinstance(record, dict) and {k: record.get(k) for k in key} == json.loads(json.dumps(key))
+            except (OSError, ValueError):
+                same = False
+            if same:
+                runs.append(record)
+                ctx.log(f"seed {seed}: reused {cached.name}")
+                continue
+            ctx.log(f"seed {seed}: {cached.name} is from another split, configuration or version: recomputing")
         t0 = time.perf_counter()
-        res = sol.train(ds, split, cfg, seed=seed)
-        pred = sol.predict_graphs(res.model, res.params, [ds.graphs[i] for i in split.test], res.budget)
-        m = sol.regression_metrics(pred, ds.targets[split.test])
-        epoch_s = [h["train_seconds"] for h in res.history[1:]] or [res.history[0]["train_seconds"]]
+
+        def member_done(m, res, reused, seed=seed):
+            how = "reused from checkpoint" if reused else f"best epoch {res.best_epoch}, kept: {res.selected}"
+            ctx.log(f"seed {seed} member {m + 1}/{cfg.ensemble}: {how}")
+
+        ens = sol.train_ensemble(ds, split, cfg, seed=seed, cache_dir=ctx.checkpoint_dir / f"seed_{seed}",
+                                 resume=ctx.resume, on_member=member_done)
+        val = sol.ensemble_metrics(ens.model, ens.params, ds, split.val, ens.budget)
+        test = sol.ensemble_metrics(ens.model, ens.params, ds, split.test, ens.budget)
+        member_rows = []
+        for m, (res, v, t) in enumerate(zip(ens.members, val["members"], test["members"])):
+            epoch_s = [h["train_seconds"] for h in res.history[1:]] or [res.history[0]["train_seconds"]]
+            member_rows.append({"seed": sol.member_seed(seed, m), "best_epoch": res.best_epoch, "selected": res.selected,
+                                "val_rmse": v["rmse"], "test_rmse": t["rmse"], "test_mae": t["mae"],
+                                "epoch_seconds_median": float(np.median(epoch_s)), "reused": ens.reused[m]})
         record = {
-            "seed": seed, "sizes": [len(p) for p in split], "best_epoch": res.best_epoch, "selected": res.selected, **m,
-            "history": res.history, "epoch_seconds_median": float(np.median(epoch_s)),
-            "test_index": split.test.tolist(), "test_pred": pred.tolist(), "wall_s": time.perf_counter() - t0,
+            **key, "seed": seed, "sizes": [len(p) for p in split], **test["ensemble"],
+            "val_rmse": val["ensemble"]["rmse"], "member_runs": member_rows,
+            "history": ens.members[0].history,  # member 0's curves (the loss plot)
+            "epoch_seconds_median": float(np.median([r["epoch_seconds_median"] for r in member_rows])),
+            "test_index": split.test.tolist(), "test_pred": test["pred"].tolist(), "wall_s": time.perf_counter() - t0,
         }
         ctx.save_json(f"seed_{seed}", record)
         if seed == seeds[0]:
-            sol.save_model(ctx.part_dir / "model", res.model, res.params, domain=res.domain,
-                           info={"seed": seed, "split": split_kind, "test_rmse": m["rmse"], "config": cfg.__dict__})
+            sol.save_model(ctx.part_dir / "model", ens.model, ens.params, domain=ens.domain,
+                           info={"seed": seed, "split": split_kind, "test_rmse": record["rmse"], "config": cfg.__dict__})
         runs.append(record)
-        ctx.log(f"seed {seed}: test RMSE {m['rmse']:.3f} MAE {m['mae']:.3f} (best epoch {res.best_epoch}, kept: {res.selected}, "
-                f"{record['wall_s']:.0f} s)")
+        single = np.mean([r["test_rmse"] for r in member_rows])
+        ctx.log(f"seed {seed}: ensemble of {cfg.ensemble}: test RMSE {record['rmse']:.3f} MAE {record['mae']:.3f} "
+                f"(members' mean {single:.3f}; val {record['val_rmse']:.3f}), {record['wall_s']:.0f} s")
     _report(ctx, ds, cfg, runs, split_kind)
 
 
@@ -96,13 +120,26 @@ def _report(ctx: RunContext, ds: sol.MoleculeDataset, cfg: sol.TrainConfig, runs
     summary = {"rmse_mean": rmse.mean(), "rmse_std": rmse.std(ddof=1), "mae_mean": mae.mean(),
                "mae_std": mae.std(ddof=1), "seeds": [r["seed"] for r in runs]}
 
+    def members_mean(r, key):
+        return float(np.mean([m[key] for m in r["member_runs"]]))
+
+    per_seed = [[r["seed"], "/".join(map(str, r["sizes"])), ", ".join(str(m["best_epoch"]) for m in r["member_runs"]),
+                 fmt(members_mean(r, "val_rmse")), fmt(r["val_rmse"]), fmt(members_mean(r, "test_rmse")),
+                 fmt(r["rmse"]), fmt(r["mae"])] for r in runs]
+    single_val = np.array([members_mean(r, "val_rmse") for r in runs])
+    ens_val = np.array([r["val_rmse"] for r in runs])
+    single_test = np.array([members_mean(r, "test_rmse") for r in runs])
+    val_wins = int(np.sum(ens_val < single_val))
+    n_members = runs[0]["members"]
+    kept = sorted({m["selected"] for r in runs for m in r["member_runs"]})
+
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for r in runs:
         ep = [h["epoch"] for h in r["history"]]
         line, = ax.plot(ep, [h["train_loss"] for h in r["history"]], lw=1, alpha=0.8)
         ax.plot(ep, [h["val_loss"] for h in r["history"]], lw=1.5, ls="--", color=line.get_color(),
-                label=f"seed {r['seed']} (val dashed)")
-        ax.axvline(r["best_epoch"], color=line.get_color(), lw=0.5, alpha=0.5)
+                label=f"seed {r['seed']}, member 1 (val dashed)")
+        ax.axvline(r["member_runs"][0]["best_epoch"], color=line.get_color(), lw=0.5, alpha=0.5)
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE  [(log mol/L)²]")
@@ -129,7 +166,9 @@ def _report(ctx: RunContext, ds: sol.MoleculeDataset, cfg: sol.TrainConfig, runs
     target_met = bool(rmse.mean() <= TARGET_RMSE)
     epoch_s = np.median([r["epoch_seconds_median"] for r in runs])
     n_train = runs[0]["sizes"][0]
-    ctx.save_json("summary", {**summary, "verdicts": verdicts, "target_met": target_met,
+    ctx.save_json("summary", {**summary, "single_network_test_rmse_mean": single_test.mean(),
+                              "val_rmse_ensemble_mean": ens_val.mean(), "val_rmse_single_mean": single_val.mean(),
+                              "verdicts": verdicts, "target_met": target_met,
                               "epoch_seconds_median": epoch_s, "config": cfg.__dict__})
 
     saved = sol.load_model(ctx.part_dir / "model")
@@ -141,8 +180,6 @@ def _report(ctx: RunContext, ds: sol.MoleculeDataset, cfg: sol.TrainConfig, runs
                   "; ".join(x for x in (p.warning and f"**WARNING** {p.warning}", p.note, p.error) if x)]
                  for (n, _), p in zip(DEMO, demo)]
 
-    per_seed = [[r["seed"], "/".join(map(str, r["sizes"])), r["best_epoch"], r.get("selected", "best epoch"),
-                 fmt(r["rmse"]), fmt(r["mae"])] for r in runs]
     body = f"""
 **Task.** Regress aqueous solubility $\\log_{{10}} S$ ($S$ in mol/L) from the SMILES alone. A molecule is
 a graph $G=(V,E)$ of heavy atoms and bonds (both directions) with one-hot atom features $x_v$
@@ -155,9 +192,11 @@ then READOUT $=$ [{', '.join(cfg.readout)}] pooling over the atoms, an MLP, and
 $\\hat y = \\mu + \\sigma\\,f(G)$ with $\\mu,\\sigma$ the training-target mean and std. Loss: mean squared
 error over real molecules only (padding masked). Optimizer: AdamW (lr {cfg.learning_rate}, weight decay
 {cfg.weight_decay}), {cfg.warmup_epochs} warm-up epochs then cosine decay, batch {cfg.batch_size}, dropout {cfg.dropout},
-{cfg.epochs} epochs. Model selection uses the **validation** set only: each seed keeps either the epoch with
-the lowest validation MSE or the average of the weights over the last {round(cfg.swa_fraction * cfg.epochs)} epochs
-(stochastic weight averaging), whichever has the lower validation MSE (column "kept").
+{cfg.epochs} epochs. The model is a **deep ensemble** of {n_members} such networks per split (independent
+initialisations, dropout and data orders; member seeds `seed + 1000·m`), whose predictions are averaged.
+Model selection uses the **validation** set only: each network keeps either the epoch with the lowest
+validation MSE or the average of its weights over the last {round(cfg.swa_fraction * cfg.epochs)} epochs (stochastic weight
+averaging), whichever has the lower validation MSE (kept in this run: {', '.join(kept)}).
 
 **Data.** ESOL: {ds.n_rows} rows, {len(ds)} distinct structures after merging {ds.n_merged_rows} duplicate rows by
 canonical SMILES (targets averaged), {len(ds.skipped)} unparsable rows skipped. Splits: {split_kind}
@@ -165,9 +204,15 @@ canonical SMILES (targets averaged), {len(ds.skipped)} unparsable rows skipped. 
 
 ![training and validation loss per epoch]({fig_path})
 
-{md_table(["seed", "train/val/test", "best epoch", "kept", "test RMSE", "test MAE"], per_seed)}
+{md_table(["seed", "train/val/test", "members' best epochs", "val RMSE, one network (mean)", "val RMSE, ensemble",
+           "test RMSE, one network (mean)", "test RMSE, ensemble", "test MAE, ensemble"], per_seed)}
 
-**Result over {len(runs)} seeds:** test RMSE **{fmt(rmse.mean())} ± {fmt(rmse.std(ddof=1))}**, MAE
+**Why an ensemble (decided on validation).** On the validation molecules the ensemble's RMSE is below the
+average single network's in **{val_wins} of {len(runs)}** splits (mean {fmt(ens_val.mean())} vs {fmt(single_val.mean())}).
+For comparison only (the test set played no part in the choice): a single network would have scored
+{fmt(single_test.mean())} ± {fmt(single_test.std(ddof=1))} test RMSE on average.
+
+**Result over {len(runs)} seeds (ensembles):** test RMSE **{fmt(rmse.mean())} ± {fmt(rmse.std(ddof=1))}**, MAE
 {fmt(mae.mean())} ± {fmt(mae.std(ddof=1))} log10(mol/L) (mean ± std over seeds). The issue's target
 (mean RMSE ≤ {TARGET_RMSE}) is **{'met' if target_met else 'not met'}** in this run.
 

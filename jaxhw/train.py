@@ -54,7 +54,7 @@ def create_train_state(
     """Initialise ``model`` on ``example_input`` and pair it with the optimizer ``tx``."""
     init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
     # Jitted: op-by-op initialisation of a message-passing model is several times slower.
-    variables = jax.jit(functools.partial(model.init, **init_kwargs))(init_key, example_input)
+    variables = _jitted_init(model, tuple(sorted(init_kwargs.items())))(init_key, example_input)
     return TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
@@ -62,6 +62,21 @@ def create_train_state(
         batch_stats=variables.get("batch_stats"),
         rng=state_key,
     )
+
+
+def _jitted_init(model: flax.linen.Module, init_kwargs: tuple) -> Callable:
+    """``jax.jit(model.init)``, shared per (model, kwargs), so that initialising an equal model again
+    (ensemble members, repeated runs) reuses the compiled program instead of compiling anew."""
+    try:
+        hash((model, init_kwargs))
+    except TypeError:  # an unhashable module field or kwarg: no sharing
+        return jax.jit(functools.partial(model.init, **dict(init_kwargs)))
+    return _shared_jitted_init(model, init_kwargs)
+
+
+@functools.lru_cache(maxsize=32)
+def _shared_jitted_init(model: flax.linen.Module, init_kwargs: tuple) -> Callable:
+    return jax.jit(functools.partial(model.init, **dict(init_kwargs)))
 
 
 def _variables(state: TrainState, params: Any) -> dict:
