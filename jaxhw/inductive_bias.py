@@ -190,3 +190,11 @@ def depth_verdict(acc_by_depth: dict[int, float], tolerance: float = 0.01) -> di
     best_depth = max(depths, key=lambda d: acc_by_depth[d])
     return {"base_depth": depths[0], "gains": gains, "best_depth": best_depth,
             "helps": any(g > tolerance for g in gains.values())}
+
+
+def meets_target(accuracies: Sequence[float], target: float) -> bool:
+    """Does the *mean* accuracy over seeds reach ``target``? (One lucky seed is not enough.)"""
+    acc = np.asarray(accuracies, dtype=float)
+    if acc.size == 0 or not np.all(np.isfinite(acc)):
+        raise ValueError(f"meets_target needs finite accuracies, got {list(accuracies)!r}")
+    return bool(acc.mean() >= target)

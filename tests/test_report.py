@@ -88,6 +88,15 @@ def test_depth_verdict():
         ib.depth_verdict({3: 0.2})
 
 
+def test_meets_target_uses_the_mean_over_seeds():
+    assert ib.meets_target([0.5649, 0.5612], 0.55)
+    assert not ib.meets_target([0.56, 0.53], 0.55)  # one seed above is not enough
+    assert ib.meets_target([0.55], 0.55)
+    for bad in ([], [0.5, float("nan")]):
+        with pytest.raises(ValueError, match="finite accuracies"):
+            ib.meets_target(bad, 0.55)
+
+
 def test_package_exposes_submodules_lazily():
     import jaxhw
 
