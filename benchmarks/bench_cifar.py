@@ -8,7 +8,9 @@ dense 256-128-100, dropout 0.3; the MLPs w=128 d=3/7) with AdamW, label smoothin
 128, random crop + flip done inside the step on the JAX side and on the PyTorch side alike.
 The PyTorch peer is tuned as a user would: channels_last, ``torch.set_num_threads(2)``.
 Rounds alternate JAX and PyTorch so machine noise hits both; the printed ratio is
-median(JAX images/s) / median(PyTorch images/s). PyTorch is a benchmark-only dependency
+median(JAX images/s) / median(PyTorch images/s). The JAX side runs as ``jaxhw run`` trains: the
+CPU split into ``--cpu-devices`` JAX devices (default 4), the CNN's batch sharded over them (its
+one-device speed is printed beside it), the MLPs on one device. PyTorch is a benchmark-only dependency
 (``pip install torch==2.13.0``).
 """
 
@@ -24,7 +26,9 @@ import numpy as np
 BATCH = 128
 
 
-def jax_step_fn(model_name: str):
+def jax_step_fn(model_name: str, all_devices: bool):
+    """The train step as ``jaxhw run cifar100`` runs it: the CNN data-parallel over every JAX
+    device (``all_devices``), waiting for each step as ``train.fit`` does on several CPU devices."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -34,17 +38,22 @@ def jax_step_fn(model_name: str):
 
     models = {"cnn": lambda: make_cnn(dropout=0.3), "mlp_d3": lambda: MLP(128, 3), "mlp_d7": lambda: MLP(128, 7)}
     model = models[model_name]()  # dropout 0.3 = the PyTorch peer's (dropout does not change the cost)
+    mesh = train.data_mesh() if all_devices else train.single_device_mesh()
     state = train.create_train_state(model, optax.adamw(1e-3, weight_decay=5e-4), jnp.zeros((1, 32, 32, 3)), 0)
+    state = train.replicate(state, mesh)
     step = train.make_train_step(train.classification_loss(data.cifar_preprocess(True), 0.1))
     rng = np.random.default_rng(0)
     batch = {"x": rng.integers(0, 256, (BATCH, 32, 32, 3), dtype=np.uint8), "y": rng.integers(0, 100, BATCH)}
     holder = {"state": state}
+    sync = mesh.devices.size > 1
 
     def run(n: int) -> float:
         s = holder["state"]
         t0 = time.perf_counter()
         for _ in range(n):
-            s, m = step(s, batch)
+            s, m = step(s, train.shard_batch(batch, mesh))
+            if sync:
+                jax.block_until_ready(m)
         jax.block_until_ready(m)
         holder["state"] = s
         return n * BATCH / (time.perf_counter() - t0)
@@ -115,17 +124,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="train steps per timed round")
     parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
+    parser.add_argument("--cpu-devices", type=int, default=None,
+                        help="JAX CPU devices (default: what `jaxhw run` uses)")
     args = parser.parse_args()
-    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}  batch={BATCH}  steps/round={args.steps}")
-    print(f"{'model':8s} {'JAX img/s':>10s} {'PyTorch img/s':>14s} {'ratio JAX/PT':>13s} {'PT s/epoch(45k)':>16s}")
+
+    from jaxhw import cli, train
+
+    n_dev = args.cpu_devices or int(os.environ.get("JAXHW_CPU_DEVICES", cli.DEFAULT_CPU_DEVICES))
+    train.set_cpu_devices(n_dev)
+    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}  batch={BATCH}  steps/round={args.steps}  "
+          f"JAX CPU devices={n_dev} (CNN data-parallel over them, MLPs on one, as `jaxhw run` trains)")
+    print(f"{'model':8s} {'JAX img/s':>10s} {'1-device':>9s} {'PyTorch img/s':>14s} {'ratio JAX/PT':>13s} "
+          f"{'JAX s/epoch(45k)':>17s} {'PT s/epoch(45k)':>16s}")
     for name in args.models:
-        run_jax, run_torch = jax_step_fn(name), torch_step_fn(name, args.threads)
-        jx, pt = [], []
+        parallel = name == "cnn" and n_dev > 1
+        run_jax, run_torch = jax_step_fn(name, parallel), torch_step_fn(name, args.threads)
+        run_one = jax_step_fn(name, False) if parallel else None
+        jx, one, pt = [], [], []
         for _ in range(args.rounds):
             jx.append(run_jax(args.steps))
+            if run_one:
+                one.append(run_one(args.steps))
             pt.append(run_torch(args.steps))
         j, p = statistics.median(jx), statistics.median(pt)
-        print(f"{name:8s} {j:10.0f} {p:14.0f} {j / p:13.2f} {45000 / p:16.1f}", flush=True)
+        o = f"{statistics.median(one):9.0f}" if one else f"{'=':>9s}"
+        print(f"{name:8s} {j:10.0f} {o} {p:14.0f} {j / p:13.2f} {45000 / j:17.1f} {45000 / p:16.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -228,7 +228,7 @@ def assemble_report(out_dir: Path, title: str = "jaxhw report", failed: Sequence
     lines.append("")
     lines.append(
         md_table(
-            ["part", "profile", "wall time (last invocation)", "finished (UTC)", "backend", "jax"],
+            ["part", "profile", "wall time (last invocation)", "finished (UTC)", "backend", "devices", "jax"],
             [
                 [
                     p["part"],
@@ -236,6 +236,7 @@ def assemble_report(out_dir: Path, title: str = "jaxhw report", failed: Sequence
                     f"{p['seconds'] / 60:.1f} min" if p.get("seconds") else "unfinished",
                     p.get("finished", "?"),
                     p.get("platform", {}).get("backend", "?"),
+                    p.get("platform", {}).get("devices", "?"),
                     p.get("platform", {}).get("jax", "?"),
                 ]
                 for p in parts

@@ -506,6 +506,7 @@ def train(
         eval_batches={"val": lambda: val_batches},
         epochs=config.epochs,
         steps_per_epoch=n_batches,
+        mesh=jtrain.single_device_mesh(),  # a padded GraphsTuple must not be split along its node axis
         desc=f"solubility seed {seed}",
         progress=progress,
         on_epoch_end=keep_best,

@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -62,6 +63,22 @@ def test_cli_list_and_unknown_part(capsys, tmp_path):
         cli.main(["run", "all", "cifar100", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="no finished parts"):
         cli.main(["report", "--out", str(tmp_path / "empty")])
+
+
+def test_cli_cpu_devices_option(capsys, monkeypatch, tmp_path):
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit):
+            cli.main(["run", "steepest-descent", "--cpu-devices", bad, "--out", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert "--cpu-devices" in err and repr(bad) in err
+    monkeypatch.setenv("JAXHW_CPU_DEVICES", "3")
+    assert cli.build_parser().parse_args(["run", "all"]).cpu_devices == 3
+    monkeypatch.delenv("JAXHW_CPU_DEVICES")
+    assert cli.build_parser().parse_args(["run", "all"]).cpu_devices == cli.DEFAULT_CPU_DEVICES
+    # In a process where JAX already runs, the option cannot apply: say so instead of failing.
+    jax.devices()
+    cli.configure_devices(7)
+    assert "--cpu-devices 7 ignored" in capsys.readouterr().err
 
 
 def test_failed_parts_are_flagged_in_the_report(tmp_path):

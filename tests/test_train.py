@@ -134,3 +134,56 @@ def test_four_device_data_parallel_equals_one_device():
     proc = subprocess.run([sys.executable, "-c", FOUR_DEVICES], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("OK")
+
+
+MANY_CPU_DEVICES_FIT = textwrap.dedent(
+    """
+    import sys
+    import jax, jax.numpy as jnp, numpy as np, optax
+    from jaxhw import data, train
+    from jaxhw.models import MLP
+    train.set_cpu_devices(4)
+    assert len(jax.devices()) == 4, jax.devices()
+    if sys.argv[1] == "unsynced":  # what fit did before: queue every step asynchronously
+        train._needs_step_sync = lambda mesh: False
+    x = np.random.default_rng(0).integers(0, 256, (128, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(128) % 100
+    loss_fn = train.classification_loss(data.cifar_preprocess(augment=True), label_smoothing=0.1)
+    state = train.create_train_state(MLP(128, 3), optax.adamw(1e-3), jnp.zeros((1, 32, 32, 3)), 0)
+    _, history = train.fit(
+        state,
+        train_step=train.make_train_step(loss_fn),
+        eval_step=train.make_eval_step(loss_fn),
+        train_batches=lambda e: iter([{"x": x, "y": y}] * 1000),
+        eval_batches={"val": lambda: [{"x": x, "y": y}] * 20},
+        epochs=2,
+        progress=False,
+        log_every=0,
+    )
+    assert history[-1]["train_count"] == 1000 * 128
+    print("OK")
+    """
+)
+
+
+def test_fit_on_several_cpu_devices_waits_for_each_step():
+    """1,000 fast sharded steps on 4 CPU devices finish. Dispatched without waiting (the script's
+    "unsynced" mode), XLA:CPU's all-reduce rendezvous times out and aborts the process here."""
+    proc = subprocess.run(
+        [sys.executable, "-c", MANY_CPU_DEVICES_FIT, "synced"],
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("OK")
+
+
+def test_set_cpu_devices_rejects_bad_counts_and_late_calls():
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="positive integer"):
+            train.set_cpu_devices(bad)
+    jax.devices()  # this process's JAX is running: the count can no longer change
+    with pytest.raises(RuntimeError, match="already started"):
+        train.set_cpu_devices(3)
