@@ -73,13 +73,14 @@ def run(ctx: RunContext) -> None:
             try:
                 record = json.loads(cached.read_text())
                 same = isinstance(record, dict) and {k: record.get(k) for k in key} == json.loads(json.dumps(key))
+                why = "is from another split, configuration or version"
             except (OSError, ValueError):
-                same = False
+                same, why = False, "is unreadable (damaged)"
             if same:
                 runs.append(record)
                 ctx.log(f"seed {seed}: reused {cached.name}")
                 continue
-            ctx.log(f"seed {seed}: {cached.name} is from another split, configuration or version: recomputing")
+            ctx.log(f"seed {seed}: {cached.name} {why}: recomputing")
         t0 = time.perf_counter()
 
         def member_done(m, res, reused, seed=seed):

@@ -1,7 +1,7 @@
 """The ``jaxhw`` command: run parts of the problem set and assemble the report.
 
     jaxhw list
-    jaxhw run all --quick            # minutes on a laptop CPU
+    jaxhw run all --quick            # minutes on a laptop CPU (writes results_quick/)
     jaxhw run cifar100 --resume      # full protocol, continue from checkpoints
     jaxhw report --out results       # re-assemble REPORT.md from what has run
 
@@ -24,16 +24,17 @@ from jaxhw import report
 # JAX CPU devices for data-parallel training: on a 2-core CPU the CNN's batch of 128 trains fastest
 # split 4 ways (32 per device; 2 and 8 devices measured slower), see jaxhw.train.set_cpu_devices.
 DEFAULT_CPU_DEVICES = 4
+MAX_CPU_DEVICES = 256  # XLA's CPU client fails or stalls far beyond this (tried: 100,000 hangs)
 
 
-def _positive_int(text: str) -> int:
+def _cpu_device_count(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
+    if not 1 <= value <= MAX_CPU_DEVICES:
         raise argparse.ArgumentTypeError(
-            f"--cpu-devices / $JAXHW_CPU_DEVICES must be a positive integer, got {text!r}"
+            f"--cpu-devices / $JAXHW_CPU_DEVICES must be an integer from 1 to {MAX_CPU_DEVICES}, got {text!r}"
         )
     return value
 
@@ -102,6 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from jaxhw.data import DataNotFoundError
 
     names = resolve_parts(args.part)
+    if args.out is None:
+        args.out = "results_quick" if args.quick else "results"
     configure_devices(args.cpu_devices)
     failures: list[str] = []
     timings: dict[str, float] = {}
@@ -154,10 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_run = sub.add_parser("run", help="run one or more parts ('all' for every part)")
     p_run.add_argument("part", nargs="+", help="part name(s) from 'jaxhw list', or 'all'")
     p_run.add_argument("--quick", action="store_true", help="reduced settings (minutes on a CPU)")
-    p_run.add_argument("--out", default="results", help="output directory (default: results/)")
+    p_run.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default: results/, or results_quick/ with --quick so that a quick "
+        "run never overwrites a full one)",
+    )
     p_run.add_argument(
         "--data-dir",
-        default=os.environ.get("JAXHW_DATA_DIR"),
+        default=None,  # jaxhw.data falls back to $JAXHW_DATA_DIR itself, and says which one it used
         help="directory holding cifar100/ and esol/ (default: $JAXHW_DATA_DIR)",
     )
     p_run.add_argument("--seed", type=int, default=0)
@@ -167,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_run.add_argument(
         "--cpu-devices",
-        type=_positive_int,
-        default=os.environ.get("JAXHW_CPU_DEVICES", str(DEFAULT_CPU_DEVICES)),
+        type=_cpu_device_count,
+        default=os.environ.get("JAXHW_CPU_DEVICES") or str(DEFAULT_CPU_DEVICES),  # empty = unset
         help=f"split the CPU into this many JAX devices for data-parallel training (default: "
         f"$JAXHW_CPU_DEVICES or {DEFAULT_CPU_DEVICES}; 1 = off; no effect on GPU/TPU)",
     )

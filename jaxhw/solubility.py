@@ -579,6 +579,8 @@ def _cached_member(directory: Path, seed: int, config: TrainConfig, data_key: st
                    budget: mol.Budget) -> TrainResult | None:
     """Member saved by :func:`train_ensemble` in ``directory`` if it was trained with the same seed,
     hyperparameters and split (and still loads), else None: a stale or damaged cache is retrained."""
+    if not directory.is_dir():
+        return None
     try:
         sm = load_model(directory)
         info = sm.info
@@ -586,11 +588,16 @@ def _cached_member(directory: Path, seed: int, config: TrainConfig, data_key: st
         stored.pop("ensemble", None)
         if (info.get("seed") != seed or stored != _config_record(config) or info.get("split_sha256") != data_key
                 or len(sm.params) != 1):
+            print(f"jaxhw: checkpoint {directory} is from another seed, configuration or split: retraining",
+                  file=sys.stderr, flush=True)
             return None
         return TrainResult(sm.model, sm.params[0], list(info["history"]), int(info["best_epoch"]), budget,
                            sm.domain, str(info["selected"]))
-    except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
-        return None  # missing, damaged or foreign: retrain
+    except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        print(f"jaxhw: checkpoint {directory} is damaged or incomplete ({reason}): retraining",
+              file=sys.stderr, flush=True)
+        return None
 
 
 def train_ensemble(

@@ -16,6 +16,7 @@ Metrics convention: a loss function returns per-batch *sums* (``loss``, ``correc
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
@@ -278,22 +279,86 @@ def save_checkpoint(directory: Path, epoch: int, state: TrainState, history: lis
         mngr.wait_until_finished()
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence file descriptor 2 while orbax reads a checkpoint.
+
+    Why: when a damaged checkpoint fails to load, tensorstore's pending reads call back into
+    orbax's already-closed asyncio loop and print hundreds of 'Event loop is closed' tracebacks
+    from native threads; our own one-line message says what happened instead. Python-level
+    exceptions still propagate; anything written to stderr meanwhile is kept only on success.
+    """
+    import os
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            time.sleep(0.05 if not ok else 0)  # let failed reads finish complaining into the sink
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:  # a successful restore's warnings are worth seeing
+                sink.seek(0)
+                sys.stderr.write(sink.read().decode(errors="replace"))
+
+
 def restore_checkpoint(directory: Path, target: TrainState) -> tuple[int, TrainState, list[dict]] | None:
-    """The latest checkpoint as ``(epoch, state, history)``, restored into ``target``'s structure, or None."""
+    """The latest *readable* checkpoint as ``(epoch, state, history)``, restored into ``target``'s
+    structure, or None.
+
+    A damaged checkpoint (truncated file, garbage manifest, wrong structure) is reported on stderr
+    by name and the next older one is tried, so a resume loses at most the epochs after the newest
+    intact checkpoint instead of the whole run. Damaged checkpoints are deleted (training is about
+    to write those epochs again).
+    """
+    import shutil
+    import sys
+
     import orbax.checkpoint as ocp
 
     if not Path(directory).is_dir():
         return None
     with _checkpoint_manager(directory) as mngr:
-        epoch = mngr.latest_step()
-        if epoch is None:
-            return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        restored = mngr.restore(
-            epoch,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()),
-        )
-    return epoch, restored.state, list(restored.history)
+        steps = sorted(mngr.all_steps(), reverse=True)
+        for epoch in steps:
+            try:
+                with _quiet_native_stderr():
+                    restored = mngr.restore(
+                        epoch,
+                        args=ocp.args.Composite(
+                            state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()
+                        ),
+                    )
+                history = list(restored.history)
+            except Exception as err:  # orbax/tensorstore raise many types for damaged files
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                print(f"jaxhw: checkpoint {Path(directory) / str(epoch)} is damaged or incompatible "
+                      f"({type(err).__name__}: {reason}); trying an older one", file=sys.stderr, flush=True)
+                continue
+            if len(history) != epoch:
+                print(f"jaxhw: checkpoint {Path(directory) / str(epoch)} holds {len(history)} epochs of "
+                      f"history, expected {epoch}; trying an older one", file=sys.stderr, flush=True)
+                continue
+            break
+        else:
+            epoch = None
+    for damaged in (step for step in steps if epoch is None or step > epoch):
+        shutil.rmtree(Path(directory) / str(damaged), ignore_errors=True)
+    if epoch is None:
+        if steps:
+            print(f"jaxhw: no readable checkpoint in {directory}; training from the start",
+                  file=sys.stderr, flush=True)
+        return None
+    return epoch, restored.state, history
 
 
 # ---------------------------------------------------------------------------------------------

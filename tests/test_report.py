@@ -66,15 +66,19 @@ def test_cli_list_and_unknown_part(capsys, tmp_path):
 
 
 def test_cli_cpu_devices_option(capsys, monkeypatch, tmp_path):
-    for bad in ("0", "-1", "two"):
+    for bad in ("0", "-1", "two", "257", "99999999999999999999"):
         with pytest.raises(SystemExit):
             cli.main(["run", "steepest-descent", "--cpu-devices", bad, "--out", str(tmp_path)])
         err = capsys.readouterr().err
         assert "--cpu-devices" in err and repr(bad) in err
     monkeypatch.setenv("JAXHW_CPU_DEVICES", "3")
     assert cli.build_parser().parse_args(["run", "all"]).cpu_devices == 3
-    monkeypatch.delenv("JAXHW_CPU_DEVICES")
-    assert cli.build_parser().parse_args(["run", "all"]).cpu_devices == cli.DEFAULT_CPU_DEVICES
+    for unset in ("", None):  # an empty variable means "not set"
+        if unset is None:
+            monkeypatch.delenv("JAXHW_CPU_DEVICES")
+        else:
+            monkeypatch.setenv("JAXHW_CPU_DEVICES", unset)
+        assert cli.build_parser().parse_args(["run", "all"]).cpu_devices == cli.DEFAULT_CPU_DEVICES
     # In a process where JAX already runs, the option cannot apply: say so instead of failing.
     jax.devices()
     cli.configure_devices(7)
@@ -126,3 +130,21 @@ def test_quote_sources_quotes_each_object_in_order():
     text = report.quote_sources(report.fmt, report.md_table)
     assert text.count("```python") == 2
     assert text.index("def fmt(") < text.index("def md_table(")
+
+
+def test_quick_runs_default_to_their_own_folder(monkeypatch, tmp_path):
+    """A quick run must never overwrite the committed full-run results/."""
+    seen = []
+    monkeypatch.setattr(cli, "run_part", lambda name, args: seen.append(args.out) or 0.0)
+    monkeypatch.chdir(tmp_path)
+    cli.main(["run", "steepest-descent", "--quick"])
+    cli.main(["run", "steepest-descent"])
+    cli.main(["run", "steepest-descent", "--quick", "--out", "mine"])
+    assert seen == ["results_quick", "results", "mine"]
+
+
+def test_data_dir_from_the_environment_is_named_as_such(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("JAXHW_DATA_DIR", str(tmp_path / "nowhere"))
+    assert cli.main(["run", "cifar100", "--quick", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "from JAXHW_DATA_DIR" in err

@@ -361,7 +361,7 @@ def test_ensemble_members_are_seeded_networks_and_predictions_average(esol, smal
         S.train_ensemble(esol, small_split, S.TrainConfig(ensemble=0))
 
 
-def test_ensemble_checkpoints_members_and_resumes(esol, small_split, tmp_path):
+def test_ensemble_checkpoints_members_and_resumes(esol, small_split, tmp_path, capsys):
     first = S.train_ensemble(esol, small_split, ENSEMBLE_CFG, seed=0, cache_dir=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["member_0", "member_1"]
     again = S.train_ensemble(esol, small_split, ENSEMBLE_CFG, seed=0, cache_dir=tmp_path, resume=True)
@@ -377,10 +377,13 @@ def test_ensemble_checkpoints_members_and_resumes(esol, small_split, tmp_path):
                                on_member=lambda m, r, reused: seen.append((m, reused)))
     assert resumed.reused == (False, False) and seen == [(0, False), (1, False)]
     _same_tree(resumed.params[1], first.params[1])
+    err = capsys.readouterr().err  # the damaged one is named; the missing one needs no word
+    assert f"{tmp_path / 'member_0'} is damaged" in err and "member_1" not in err
     # other hyperparameters, another split (test leakage!) or another seed: the cache is stale and
     # not used; each check starts from a cache that *would* be reused but for that one difference
     short = dataclasses.replace(ENSEMBLE_CFG, epochs=2)
     assert S.train_ensemble(esol, small_split, short, seed=0, cache_dir=tmp_path, resume=True).reused == (False, False)
+    assert "from another seed, configuration or split: retraining" in capsys.readouterr().err
     assert S.train_ensemble(esol, small_split, short, seed=0, cache_dir=tmp_path, resume=True).reused == (True, True)
     other_split = S.Split(small_split.train[1:], small_split.val, small_split.test)
     assert S.split_fingerprint(esol, other_split) != S.split_fingerprint(esol, small_split)

@@ -79,6 +79,35 @@ def test_resume_after_interruption_matches_uninterrupted(sample, tmp_path):
     assert int(resumed_state.step) == int(full_state.step)
 
 
+# orbax's async readers complain about their closed event loop after a failed read: noise, not a failure
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_damaged_checkpoint_falls_back_to_an_older_one(sample, tmp_path, capsys):
+    model = MLP(width=16, depth=1)
+    state, hist = _fit(sample, model, 2, tmp_path)
+    ckpt = tmp_path / "ckpt"
+    target = train.create_train_state(model, optax.adam(1e-3), jnp.zeros((1, 32, 32, 3)), 0)
+    assert train.restore_checkpoint(ckpt, target)[0] == 2
+    # Damage every array file of epoch 2 (truncate), as a crash mid-write or a bad disk would.
+    damaged = [f for f in (ckpt / "2").rglob("*") if f.is_file() and "ocdbt" in str(f)]
+    assert damaged
+    for f in damaged:
+        f.write_bytes(f.read_bytes()[:10])
+    epoch, restored, history = train.restore_checkpoint(ckpt, target)
+    err = capsys.readouterr().err
+    assert epoch == 1 and len(history) == 1 and str(ckpt / "2") in err and "damaged" in err
+    assert history[0]["train_loss"] == hist[0]["train_loss"]
+    # Resuming fit from there redoes epoch 2 and ends with the uninterrupted run's parameters.
+    resumed, resumed_hist = _fit(sample, model, 2, tmp_path, resume=True)
+    assert [h["epoch"] for h in resumed_hist] == [1, 2]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), state.params, resumed.params)
+    # Nothing readable at all: start from scratch, and say so.
+    for f in ckpt.rglob("*"):
+        if f.is_file() and "ocdbt" in str(f):
+            f.write_bytes(b"garbage")
+    assert train.restore_checkpoint(ckpt, target) is None
+    assert "training from the start" in capsys.readouterr().err
+
+
 def test_same_seed_same_numbers(sample):
     _, h1 = _fit(sample, MLP(width=32, depth=2), 1, seed=3)
     _, h2 = _fit(sample, MLP(width=32, depth=2), 1, seed=3)
