@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument(
         "--cpu-devices",
         type=_cpu_device_count,
-        default=os.environ.get("JAXHW_CPU_DEVICES") or str(DEFAULT_CPU_DEVICES),  # empty = unset
+        default=os.environ.get("JAXHW_CPU_DEVICES", "").strip() or str(DEFAULT_CPU_DEVICES),  # empty = unset
         help=f"split the CPU into this many JAX devices for data-parallel training (default: "
         f"$JAXHW_CPU_DEVICES or {DEFAULT_CPU_DEVICES}; 1 = off; no effect on GPU/TPU)",
     )

@@ -280,6 +280,21 @@ def save_checkpoint(directory: Path, epoch: int, state: TrainState, history: lis
 
 
 @contextlib.contextmanager
+def _absl_errors_muted():
+    """orbax logs an ``ERROR:absl`` line for each unreadable metadata file; our own message names
+    the damaged checkpoint, so those lines are muted while checkpoints are probed."""
+    import logging
+
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def _quiet_native_stderr():
     """Silence file descriptor 2 while orbax reads a checkpoint.
 
@@ -326,7 +341,7 @@ def restore_checkpoint(directory: Path, target: TrainState) -> tuple[int, TrainS
 
     if not Path(directory).is_dir():
         return None
-    with _checkpoint_manager(directory) as mngr:
+    with _absl_errors_muted(), _checkpoint_manager(directory) as mngr:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         steps = sorted(mngr.all_steps(), reverse=True)
         for epoch in steps:

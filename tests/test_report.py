@@ -73,7 +73,7 @@ def test_cli_cpu_devices_option(capsys, monkeypatch, tmp_path):
         assert "--cpu-devices" in err and repr(bad) in err
     monkeypatch.setenv("JAXHW_CPU_DEVICES", "3")
     assert cli.build_parser().parse_args(["run", "all"]).cpu_devices == 3
-    for unset in ("", None):  # an empty variable means "not set"
+    for unset in ("", "  ", None):  # an empty variable means "not set"
         if unset is None:
             monkeypatch.delenv("JAXHW_CPU_DEVICES")
         else:
