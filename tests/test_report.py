@@ -148,3 +148,23 @@ def test_data_dir_from_the_environment_is_named_as_such(monkeypatch, tmp_path, c
     assert cli.main(["run", "cifar100", "--quick", "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "nowhere" in err and "from JAXHW_DATA_DIR" in err
+
+
+def test_cifar_reference_paragraph_decides_accuracy_compute_and_speed():
+    """Q14's comparison with the quoted PyTorch reference is decided from the run's own numbers."""
+    from types import SimpleNamespace
+
+    from experiments import cifar100 as exp
+
+    def runs(flops, epoch_seconds):
+        history = [{"train_seconds": 99.0}] + [{"train_seconds": epoch_seconds}] * 3  # epoch 1 compiles
+        cnn = [SimpleNamespace(history=history, flops_per_image=flops)] * 2
+        return {"cnn": cnn, "mlp_d3": [SimpleNamespace(history=history, flops_per_image=1e6)]}
+
+    labels = {"cnn": "CNN", "mlp_d3": "MLP d=3"}
+    good = exp._reference_paragraph(runs(25e6, 30.0), {"cnn": [0.56, 0.55], "mlp_d3": [0.25]}, labels)
+    assert "**met**" in good and "no more compute" in good and "**faster**" in good
+    assert f"{exp.REFERENCE['cnn_epoch_seconds'] / 30.0:.2f}×" in good
+    assert "against the reference architecture's 25.7" in good  # its FLOPs, counted by XLA at run time
+    bad = exp._reference_paragraph(runs(40e6, 40.0), {"cnn": [0.56, 0.53], "mlp_d3": [0.25]}, labels)
+    assert "**not met**" in bad and "**more** compute" in bad and "**not faster**" in bad
