@@ -1,19 +1,20 @@
 """CIFAR-100 train-step throughput: jaxhw (JAX/Flax) vs the same models in PyTorch, in one run.
 
-    python benchmarks/bench_cifar.py                 # CNN + MLP, 5 alternating rounds
-    python benchmarks/bench_cifar.py --models cnn --rounds 3 --steps 30
+    python benchmarks/bench_cifar.py                 # both CNNs + the MLPs, 5 interleaved rounds
+    python benchmarks/bench_cifar.py --models cnn cnn_reference --rounds 3 --steps 30
 
 Both sides train the same architecture: ``cnn`` is Q12's CNN as ``make_cnn`` builds it
 (channels 16-64-128-256, each block 3×3 conv, 2×2 max-pool, BatchNorm, ReLU; dense 256-128-100),
 ``cnn_reference`` the issue's PyTorch reference CNN (channels 32-64-128-256, each block 3×3 conv,
-BatchNorm, ReLU, 2×2 max-pool), dropout 0.3 in both; the MLPs w=128 d=3/7. The last line compares
-the CNN we train with the reference PyTorch CNN (what the issue's speed target is about) with AdamW, label smoothing 0.1, batch
-128, random crop + flip done inside the step on the JAX side and on the PyTorch side alike.
-The PyTorch peer is tuned as a user would: channels_last, ``torch.set_num_threads(2)``.
-Rounds alternate JAX and PyTorch so machine noise hits both; the printed ratio is
-median(JAX images/s) / median(PyTorch images/s). The JAX side runs as ``jaxhw run`` trains: the
-CPU split into ``--cpu-devices`` JAX devices (default 4), the CNN's batch sharded over them (its
-one-device speed is printed beside it), the MLPs on one device. PyTorch is a benchmark-only dependency
+BatchNorm, ReLU, 2×2 max-pool), dropout 0.3 in both; the MLPs w=128 d=3/7. All use AdamW, label
+smoothing 0.1, batch 128 and random crop + flip inside the step (JAX draws a crop offset per image,
+the PyTorch side one per batch, which is cheaper). The PyTorch peer is tuned as a user would:
+channels_last, ``torch.set_num_threads(2)``. Every round times every runner once, JAX and PyTorch
+interleaved, so machine noise hits all of them; ratios are medians over rounds. The last line
+compares the CNN we train (JAX) with the reference CNN in PyTorch, the pair the issue's speed
+target is about. The JAX side runs as ``jaxhw run`` trains: the CPU split into ``--cpu-devices``
+JAX devices (default as ``jaxhw run``), the CNNs' batches sharded over them (their one-device speed
+is printed beside), the MLPs on one device. PyTorch is a benchmark-only dependency
 (``pip install torch==2.13.0``).
 """
 
@@ -94,7 +95,8 @@ def torch_step_fn(model_name: str, threads: int):
 
     from jaxhw.models import make_cnn
 
-    model = {"cnn": lambda: cnn(make_cnn().channels, True), "cnn_reference": lambda: cnn(REFERENCE_CHANNELS, False),
+    ours = make_cnn()
+    model = {"cnn": lambda: cnn(ours.channels, ours.pool_before_norm), "cnn_reference": lambda: cnn(REFERENCE_CHANNELS, False),
              "mlp_d3": lambda: mlp(3), "mlp_d7": lambda: mlp(7)}[model_name]()
     model = model.to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=5e-4)
@@ -128,43 +130,60 @@ def torch_step_fn(model_name: str, threads: int):
     return run
 
 
+MODELS = ("cnn", "cnn_reference", "mlp_d3", "mlp_d7")
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def main() -> None:
+    from jaxhw import cli
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=["cnn", "cnn_reference", "mlp_d3", "mlp_d7"])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=20, help="train steps per timed round")
-    parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
-    parser.add_argument("--cpu-devices", type=int, default=None,
-                        help="JAX CPU devices (default: what `jaxhw run` uses)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--rounds", type=_positive_int, default=5)
+    parser.add_argument("--steps", type=_positive_int, default=20, help="train steps per timed round")
+    parser.add_argument("--threads", type=_positive_int, default=2, help="PyTorch intra-op threads")
+    parser.add_argument("--cpu-devices", type=cli._cpu_device_count,
+                        default=os.environ.get("JAXHW_CPU_DEVICES", "").strip() or str(cli.DEFAULT_CPU_DEVICES),
+                        help="JAX CPU devices (default: $JAXHW_CPU_DEVICES or what `jaxhw run` uses)")
     args = parser.parse_args()
 
-    from jaxhw import cli, train
+    from jaxhw import train
 
-    n_dev = args.cpu_devices or int(os.environ.get("JAXHW_CPU_DEVICES", cli.DEFAULT_CPU_DEVICES))
+    n_dev = args.cpu_devices
     train.set_cpu_devices(n_dev)
+    names = list(dict.fromkeys(args.models))
     print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}  batch={BATCH}  steps/round={args.steps}  "
-          f"JAX CPU devices={n_dev} (CNN data-parallel over them, MLPs on one, as `jaxhw run` trains)")
-    print(f"{'model':12s} {'JAX img/s':>10s} {'1-device':>9s} {'PyTorch img/s':>14s} {'ratio JAX/PT':>13s} "
-          f"{'JAX s/epoch(45k)':>17s} {'PT s/epoch(45k)':>16s}")
-    medians = {}
-    for name in args.models:
+          f"rounds={args.rounds}  JAX CPU devices={n_dev} (CNNs data-parallel over them, MLPs on one, "
+          f"as `jaxhw run` trains)", flush=True)
+    runners = {}  # (name, side) -> run(n_steps) -> images/s
+    for name in names:
         parallel = name.startswith("cnn") and n_dev > 1
-        run_jax, run_torch = jax_step_fn(name, parallel), torch_step_fn(name, args.threads)
-        run_one = jax_step_fn(name, False) if parallel else None
-        jx, one, pt = [], [], []
-        for _ in range(args.rounds):
-            jx.append(run_jax(args.steps))
-            if run_one:
-                one.append(run_one(args.steps))
-            pt.append(run_torch(args.steps))
-        j, p = statistics.median(jx), statistics.median(pt)
-        o = f"{statistics.median(one):9.0f}" if one else f"{'=':>9s}"
-        medians[name] = (j, p)
-        print(f"{name:12s} {j:10.0f} {o} {p:14.0f} {j / p:13.2f} {45000 / j:17.1f} {45000 / p:16.1f}", flush=True)
-    if "cnn" in medians and "cnn_reference" in medians:
-        j, p = medians["cnn"][0], medians["cnn_reference"][1]
-        print(f"our CNN (JAX, make_cnn) vs the reference PyTorch CNN: {j:.0f} vs {p:.0f} img/s -> ratio {j / p:.2f} "
-              f"({45000 / j:.1f} vs {45000 / p:.1f} s per 45k-image epoch)")
+        runners[name, "jax"] = jax_step_fn(name, parallel)
+        if parallel:
+            runners[name, "jax 1-device"] = jax_step_fn(name, False)
+        runners[name, "torch"] = torch_step_fn(name, args.threads)
+    speeds = {key: [] for key in runners}
+    for _ in range(args.rounds):  # every runner once per round, so noise hits them all alike
+        for key, run in runners.items():
+            speeds[key].append(run(args.steps))
+    med = {key: statistics.median(v) for key, v in speeds.items()}
+    print(f"{'model':14s} {'JAX img/s':>10s} {'1-device':>9s} {'PyTorch img/s':>14s} {'ratio JAX/PT':>13s} "
+          f"{'JAX s/epoch(45k)':>17s} {'PT s/epoch(45k)':>16s}")
+    for name in names:
+        j, p = med[name, "jax"], med[name, "torch"]
+        one = f"{med[name, 'jax 1-device']:9.0f}" if (name, "jax 1-device") in med else f"{'=':>9s}"
+        print(f"{name:14s} {j:10.0f} {one} {p:14.0f} {j / p:13.2f} {45000 / j:17.1f} {45000 / p:16.1f}")
+    if "cnn" in names and "cnn_reference" in names:
+        j, p = med["cnn", "jax"], med["cnn_reference", "torch"]
+        per_round = [a / b for a, b in zip(speeds["cnn", "jax"], speeds["cnn_reference", "torch"])]
+        print(f"our CNN (JAX, make_cnn) vs the reference CNN (PyTorch): {j:.0f} vs {p:.0f} img/s -> ratio "
+              f"{j / p:.2f} (per round {min(per_round):.2f}–{max(per_round):.2f}; {45000 / j:.1f} vs "
+              f"{45000 / p:.1f} s per 45k-image epoch)")
 
 
 if __name__ == "__main__":

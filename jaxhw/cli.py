@@ -101,6 +101,7 @@ def resolve_parts(requested: list[str]) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from jaxhw.data import DataNotFoundError
+    from jaxhw.train import IncompatibleCheckpointError
 
     names = resolve_parts(args.part)
     if args.out is None:
@@ -113,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             timings[name] = run_part(name, args)
         except SystemExit:
             raise
-        except DataNotFoundError as err:  # a user-facing problem: say it plainly, no traceback
+        except (DataNotFoundError, IncompatibleCheckpointError) as err:  # user-facing: say it plainly
             print(f"jaxhw: part {name!r} failed: {err}", file=sys.stderr)
             failures.append(name)
         except Exception:  # keep going: one failing part must not lose the others' results

@@ -28,7 +28,7 @@ class ArchSpec:
     """An architecture to compare: a short name, a label for plots and a model factory.
 
     ``data_parallel``: shard each batch over all local devices. True for the CNN (on a 2-core CPU
-    split into 4 JAX CPU devices it trains ≈1.8× faster); False keeps a model on one device — the
+    split into 4 JAX CPU devices it trains ≈1.5× faster); False keeps a model on one device — the
     MLPs' steps take a few milliseconds, and splitting them only adds collective overhead.
     """
 

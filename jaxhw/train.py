@@ -161,7 +161,8 @@ def set_cpu_devices(n: int) -> None:
 
     Why: XLA:CPU runs each device's share of a sharded step on its own thread, and its convolutions
     are faster on small batches, so on a 2-core machine the CIFAR CNN's batch of 128 split over
-    4 CPU devices (32 each) trains ≈1.8× faster than on one device (``benchmarks/bench_cifar.py``).
+    4 CPU devices (32 each) trains ≈1.5× faster than on one device (the reference CNN ≈1.7×;
+    ``benchmarks/bench_cifar.py``).
     The engine then uses them through the ordinary data mesh. GPU/TPU devices are unaffected.
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -325,6 +326,44 @@ def _quiet_native_stderr():
                 sys.stderr.write(sink.read().decode(errors="replace"))
 
 
+class IncompatibleCheckpointError(ValueError):
+    """The checkpoints were written by a different model (parameter shapes differ): a resume
+    cannot use them, and they are not damaged, so they are left where they are."""
+
+
+def _stored_param_shapes(step_dir: Path) -> dict[str, tuple[int, ...]] | None:
+    """Parameter shapes recorded in one checkpoint's metadata, or None if it cannot be read."""
+    import orbax.checkpoint as ocp
+
+    try:
+        with _quiet_native_stderr(), ocp.StandardCheckpointer() as ckptr:
+            tree = ckptr.metadata((Path(step_dir) / "state").absolute()).item_metadata
+        leaves = jax.tree_util.tree_flatten_with_path(tree["params"])[0]
+        return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in leaves}
+    except Exception:  # a damaged checkpoint: restore_checkpoint's probing reports it
+        return None
+
+
+def _check_same_model(directory: Path, steps: list[int], target: TrainState) -> None:
+    """Refuse (without deleting anything) checkpoints whose parameter shapes differ from ``target``'s."""
+    wanted = {jax.tree_util.keystr(path): tuple(np.shape(leaf))
+              for path, leaf in jax.tree_util.tree_flatten_with_path(target.params)[0]}
+    for step in steps:
+        stored = _stored_param_shapes(Path(directory) / str(step))
+        if stored is None:
+            continue
+        if stored == wanted:
+            return
+        diff = sorted(set(stored) ^ set(wanted)) or [k for k in sorted(wanted) if stored[k] != wanted[k]]
+        key = diff[0]
+        raise IncompatibleCheckpointError(
+            f"the checkpoints in {directory} were written by a different model: parameter {key} is "
+            f"{stored.get(key, 'absent')} there and {wanted.get(key, 'absent')} now. Resume with the model "
+            f"that wrote them, or train from the start without --resume into a fresh --out directory "
+            f"(or delete {directory})."
+        )
+
+
 def restore_checkpoint(directory: Path, target: TrainState) -> tuple[int, TrainState, list[dict]] | None:
     """The latest *readable* checkpoint as ``(epoch, state, history)``, restored into ``target``'s
     structure, or None.
@@ -332,7 +371,8 @@ def restore_checkpoint(directory: Path, target: TrainState) -> tuple[int, TrainS
     A damaged checkpoint (truncated file, garbage manifest, wrong structure) is reported on stderr
     by name and the next older one is tried, so a resume loses at most the epochs after the newest
     intact checkpoint instead of the whole run. Damaged checkpoints are deleted (training is about
-    to write those epochs again).
+    to write those epochs again). Checkpoints of a *different model* (parameter shapes differ) raise
+    :class:`IncompatibleCheckpointError` and are kept.
     """
     import shutil
     import sys
@@ -344,6 +384,7 @@ def restore_checkpoint(directory: Path, target: TrainState) -> tuple[int, TrainS
     with _absl_errors_muted(), _checkpoint_manager(directory) as mngr:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         steps = sorted(mngr.all_steps(), reverse=True)
+        _check_same_model(directory, steps, target)
         for epoch in steps:
             try:
                 with _quiet_native_stderr():

@@ -108,6 +108,21 @@ def test_damaged_checkpoint_falls_back_to_an_older_one(sample, tmp_path, capsys)
     assert "training from the start" in capsys.readouterr().err
 
 
+def test_checkpoints_of_another_model_are_refused_and_kept(sample, tmp_path, capfd):
+    """Resuming with a changed model (e.g. new layer widths) must say so plainly and must not treat
+    the other model's checkpoints as damaged and delete them."""
+    _fit(sample, MLP(width=16, depth=2), 2, tmp_path)
+    ckpt = tmp_path / "ckpt"
+    before = sorted(p.name for p in ckpt.iterdir())
+    target = train.create_train_state(MLP(width=8, depth=2), optax.adam(1e-3), jnp.zeros((1, 32, 32, 3)), 0)
+    with pytest.raises(train.IncompatibleCheckpointError, match=r"different model: parameter \['Dense_0'\]\['bias'\] is \(16,\) there and \(8,\) now"):
+        train.restore_checkpoint(ckpt, target)
+    assert sorted(p.name for p in ckpt.iterdir()) == before == ["1", "2"]
+    assert len(capfd.readouterr().err.splitlines()) < 5  # no wall of orbax/asyncio tracebacks
+    with pytest.raises(train.IncompatibleCheckpointError):
+        _fit(sample, MLP(width=8, depth=2), 2, tmp_path, resume=True)
+
+
 def test_same_seed_same_numbers(sample):
     _, h1 = _fit(sample, MLP(width=32, depth=2), 1, seed=3)
     _, h2 = _fit(sample, MLP(width=32, depth=2), 1, seed=3)
