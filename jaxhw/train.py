@@ -487,7 +487,7 @@ def fit(
         total=(epochs - start_epoch) * steps_per_epoch if steps_per_epoch else None,
         desc=desc,
         unit="step",
-        disable=not progress,
+        disable=not progress or start_epoch >= epochs,  # a finished run resumed: no empty bar
         mininterval=2.0,
         dynamic_ncols=True,
     )

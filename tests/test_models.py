@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxhw.inductive_bias import count_params, forward_flops
-from jaxhw.models import MLP, make_cnn
+from jaxhw.models import CNN, MLP, make_cnn
 from jaxhw.models.cnn import max_pool_2x2
 
 
@@ -65,6 +65,7 @@ def test_cnn_has_four_convs_and_three_dense_layers():
     (dict(channels=(0, 64, 128, 256)), "channels"), (dict(dense=(-1, 8)), "dense"), (dict(num_classes=0), "num_classes"),
     (dict(channels=(1.5, 8, 8, 8)), "channels"), (dict(dropout=1.0), "dropout"), (dict(dropout=-0.1), "dropout"),
     (dict(pool_before_norm="no"), "pool_before_norm"), (dict(batch_norm=1), "batch_norm"),
+    (dict(channels=16), "channels"), (dict(dropout=True), "dropout"),
 ])
 def test_make_cnn_rejects_bad_settings_by_name(kwargs, named):
     with pytest.raises(ValueError, match=f"make_cnn: {named}"):
@@ -78,6 +79,8 @@ def test_cnn_rejects_images_it_cannot_pool_and_spots_nchw():
     with pytest.raises(ValueError, match="looks like NCHW"):
         model.init(jax.random.PRNGKey(0), jnp.zeros((2, 3, 32, 32)))
     assert model.init(jax.random.PRNGKey(0), jnp.zeros((2, 64, 48, 3)))  # any multiple of 16 works
+    with pytest.raises(ValueError, match="CNN: channels"):  # the module checks its settings too
+        CNN(channels=(0, 4, 4, 4)).init(jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3)))
 
 
 @pytest.mark.parametrize("pool_before_norm", [True, False])

@@ -20,6 +20,7 @@ of validation accuracy on the same seed (BUILD_NOTES.md).
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import flax.linen as nn
@@ -53,6 +54,8 @@ class CNN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        check_settings("CNN", self.channels, self.dense, self.num_classes, self.dropout, self.batch_norm,
+                       self.pool_before_norm)
         if x.ndim != 4:
             raise ValueError(f"CNN expects NHWC images (batch, height, width, channels), got shape {x.shape}")
         factor = 2 ** len(self.channels)  # every block halves height and width
@@ -78,6 +81,23 @@ class CNN(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
+def check_settings(where, channels, dense, num_classes, dropout, batch_norm, pool_before_norm) -> None:
+    """Reject bad CNN settings by name, before they surface as a shape or division error."""
+    def positive_int(w) -> bool:
+        return isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w > 0
+
+    for name, widths in (("channels", channels), ("dense", dense)):
+        if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or not all(map(positive_int, widths)):
+            raise ValueError(f"{where}: {name} must be a sequence of positive integers, got {name}={widths!r}")
+    if not positive_int(num_classes):
+        raise ValueError(f"{where}: num_classes must be a positive integer, got num_classes={num_classes!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        raise ValueError(f"{where}: dropout is a probability in [0, 1), got dropout={dropout!r}")
+    for name, flag in (("batch_norm", batch_norm), ("pool_before_norm", pool_before_norm)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{where}: {name} must be True or False, got {name}={flag!r}")
+
+
 def make_cnn(
     channels: Sequence[int] = (16, 64, 128, 256),
     dense: Sequence[int] = (256, 128),
@@ -87,19 +107,11 @@ def make_cnn(
     pool_before_norm: bool = True,
 ) -> CNN:
     """Q12's ``make_cnn``: a CNN feature extractor (4 conv layers) followed by 3 dense layers."""
+    check_settings("make_cnn", channels, dense, num_classes, dropout, batch_norm, pool_before_norm)
     if len(channels) != 4 or len(dense) != 2:
         raise ValueError(
             f"make_cnn builds 4 conv + 3 dense layers: need 4 channel widths and 2 hidden dense "
             f"widths, got channels={tuple(channels)}, dense={tuple(dense)}"
         )
-    for name, value in (("channels", channels), ("dense", dense), ("num_classes", num_classes)):
-        widths = value if name != "num_classes" else (value,)
-        if not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w > 0 for w in widths):
-            raise ValueError(f"make_cnn: {name} must be positive integers, got {name}={value!r}")
-    if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-        raise ValueError(f"make_cnn: dropout is a probability in [0, 1), got dropout={dropout!r}")
-    for name, flag in (("batch_norm", batch_norm), ("pool_before_norm", pool_before_norm)):
-        if not isinstance(flag, bool):
-            raise ValueError(f"make_cnn: {name} must be True or False, got {name}={flag!r}")
     return CNN(tuple(int(c) for c in channels), tuple(int(d) for d in dense), int(num_classes), float(dropout),
                batch_norm, pool_before_norm)
