@@ -133,20 +133,14 @@ def torch_step_fn(model_name: str, threads: int):
 MODELS = ("cnn", "cnn_reference", "mlp_d3", "mlp_d7")
 
 
-def _positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return int(text)
-
-
 def main() -> None:
     from jaxhw import cli
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--rounds", type=_positive_int, default=5)
-    parser.add_argument("--steps", type=_positive_int, default=20, help="train steps per timed round")
-    parser.add_argument("--threads", type=_positive_int, default=2, help="PyTorch intra-op threads")
+    parser.add_argument("--rounds", type=cli.int_at_least(1), default=5)
+    parser.add_argument("--steps", type=cli.int_at_least(1), default=20, help="train steps per timed round")
+    parser.add_argument("--threads", type=cli.int_at_least(1), default=2, help="PyTorch intra-op threads")
     parser.add_argument("--cpu-devices", type=cli._cpu_device_count,
                         default=os.environ.get("JAXHW_CPU_DEVICES", "").strip() or str(cli.DEFAULT_CPU_DEVICES),
                         help="JAX CPU devices (default: $JAXHW_CPU_DEVICES or what `jaxhw run` uses)")

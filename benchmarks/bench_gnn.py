@@ -107,14 +107,18 @@ def jax_predict_seconds(smiles: list[str]) -> dict:
 
 
 def main() -> None:
+    from jaxhw.cli import int_at_least
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--warmup", type=int, default=1, help="epochs excluded from the median")
-    parser.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads for the PyG side (the machine has 2 cores)")
+    parser.add_argument("--epochs", type=int_at_least(1), default=6)
+    parser.add_argument("--warmup", type=int_at_least(0), default=1, help="epochs excluded from the median")
+    parser.add_argument("--torch-threads", type=int_at_least(1), default=2, help="torch.set_num_threads for the PyG side (the machine has 2 cores)")
     parser.add_argument("--only", choices=["jaxhw", "pyg"], default=None)
     parser.add_argument("--json", default=None, help="also write the numbers here")
-    parser.add_argument("--predict", type=int, default=5000, help="also time predicting this many SMILES (0 = skip)")
+    parser.add_argument("--predict", type=int_at_least(0), default=5000, help="also time predicting this many SMILES (0 = skip)")
     args = parser.parse_args()
+    if args.epochs <= args.warmup:
+        parser.error(f"--epochs ({args.epochs}) must exceed --warmup ({args.warmup}): the median needs timed epochs")
     from jaxhw import solubility as sol
 
     ds = sol.load_esol_dataset()

@@ -54,11 +54,21 @@ def orth_error(O: np.ndarray) -> float:
     return float(np.max(np.abs(np.linalg.svd(O.astype(np.float64), compute_uv=False) - 1.0)))
 
 
+def _matrix_size(text: str) -> tuple[int, int]:
+    """``"MxN"`` with positive M and N."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"sizes are MxN with positive integers, e.g. 1024x512; got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def main() -> None:
+    from jaxhw.cli import int_at_least
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", nargs="+", default=["1024x1024", "4096x1024"])
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--ns-steps", type=int, default=5)
+    ap.add_argument("--sizes", nargs="+", type=_matrix_size, default=[(1024, 1024), (4096, 1024)])
+    ap.add_argument("--reps", type=int_at_least(1), default=3)
+    ap.add_argument("--ns-steps", type=int_at_least(1), default=5)
     args = ap.parse_args()
     print(f"backend={jax.default_backend()} devices={jax.devices()} reps={args.reps} ns_steps={args.ns_steps}")
     methods = {
@@ -67,8 +77,7 @@ def main() -> None:
         "jaxhw SVD": jax.jit(lambda G: linalg.orthogonalize(G, "svd")),
         "numpy SVD": _numpy_svd,
     }
-    for size in args.sizes:
-        m, n = (int(v) for v in size.lower().split("x"))
+    for m, n in args.sizes:
         G = jax.random.normal(jax.random.PRNGKey(0), (m, n), jnp.float32)
         rows = {name: _timed(fn, G, args.reps) for name, fn in methods.items()}
         base = rows["optax muon NS"][0]

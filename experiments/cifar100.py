@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jax  # noqa: E402
@@ -90,6 +91,12 @@ def run(ctx: RunContext) -> None:
     _write_sections(ctx, runs, labels, recipe, fingerprint, dataset.is_sample)
 
 
+def _models_sentence(runs, labels) -> str:
+    """"The three models of the question" plus, when the run has them, the deeper MLPs by name."""
+    extra = [labels[name] for name in runs if name not in ("mlp_d3", "mlp_d7", "cnn")]
+    return "The question's three models" + (f" and, to test depth further, {', '.join(extra)}," if extra else "")
+
+
 def _write_sections(ctx, runs, labels, recipe, fingerprint, is_sample) -> None:
     if is_sample:
         warning = (
@@ -105,8 +112,9 @@ def _write_sections(ctx, runs, labels, recipe, fingerprint, is_sample) -> None:
         warning = ""
     data_line = (
         f"Data: `{fingerprint['source']}`, {fingerprint['n_train_used']} training / {fingerprint['n_val']} "
-        f"validation / {fingerprint['n_test']} test images (sha256 of the training pixels "
-        f"`{fingerprint['sha256_x_train'][:16]}…`, test `{fingerprint['sha256_x_test'][:16]}…`)."
+        f"validation / {fingerprint['n_test']} test images (sha256 of the pixels of the whole "
+        f"{fingerprint['n_train']:,}-image training set before the split `{fingerprint['sha256_x_train'][:16]}…`, "
+        f"of the test set `{fingerprint['sha256_x_test'][:16]}…`)."
     )
     cnn_run = runs["cnn"][0]
 
@@ -163,6 +171,7 @@ def _write_sections(ctx, runs, labels, recipe, fingerprint, is_sample) -> None:
         if len(rs) > 1:
             ax.fill_between(epochs, curves.min(0), curves.max(0), alpha=0.2)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel("validation accuracy")
     ax.set_title("CIFAR-100: validation accuracy per epoch")
     ax.grid(alpha=0.3)
@@ -212,7 +221,7 @@ def _write_sections(ctx, runs, labels, recipe, fingerprint, is_sample) -> None:
         "Q14",
         "MLPs against a CNN",
         warning
-        + f"Three models trained with one recipe for {recipe.epochs} epochs (plus deeper MLPs when present). "
+        + f"{_models_sentence(runs, labels)} trained with one recipe for {recipe.epochs} epochs. "
         + data_line
         + f"\n\n![validation accuracy]({fig_path})\n\n"
         + md_table(["model", "seeds", "final val acc", "test acc (mean)", "test acc (std)", "train s / run"], rows)

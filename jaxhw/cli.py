@@ -18,6 +18,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 from jaxhw import report
 
@@ -36,6 +37,31 @@ def _cpu_device_count(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"--cpu-devices / $JAXHW_CPU_DEVICES must be an integer from 1 to {MAX_CPU_DEVICES}, got {text!r}"
         )
+    return value
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: an integer ≥ ``minimum`` (a clean usage error otherwise, never a traceback)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer ≥ {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**31 - 16:  # numpy and jax.random take non-negative seeds; parts add small offsets
+        raise argparse.ArgumentTypeError(f"--seed must be a non-negative integer below 2**31 - 16, got {text!r}")
     return value
 
 
@@ -101,9 +127,13 @@ def resolve_parts(requested: list[str]) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from jaxhw.data import DataNotFoundError
-    from jaxhw.train import IncompatibleCheckpointError
+    from jaxhw.train import CheckpointConflictError
 
     names = resolve_parts(args.part)
+    if args.splits is not None and "solubility" not in names:
+        raise SystemExit(f"jaxhw: --splits applies to the solubility part only, which is not among the parts run ({', '.join(names)})")
+    if args.data_dir is not None and not args.data_dir.strip():
+        raise SystemExit("jaxhw: --data-dir is empty; name the directory that holds cifar100/ and esol/, or leave it out")
     if args.out is None:
         args.out = "results_quick" if args.quick else "results"
     configure_devices(args.cpu_devices)
@@ -114,7 +144,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             timings[name] = run_part(name, args)
         except SystemExit:
             raise
-        except (DataNotFoundError, IncompatibleCheckpointError) as err:  # user-facing: say it plainly
+        except KeyboardInterrupt:
+            print(f"\njaxhw: interrupted during part {name!r}; every finished epoch is checkpointed in "
+                  f"{Path(args.out) / name / 'checkpoints'} — continue with the same command plus --resume",
+                  file=sys.stderr)
+            return 130
+        except (DataNotFoundError, CheckpointConflictError) as err:  # user-facing: say it plainly
             print(f"jaxhw: part {name!r} failed: {err}", file=sys.stderr)
             failures.append(name)
         except Exception:  # keep going: one failing part must not lose the others' results
@@ -169,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,  # jaxhw.data falls back to $JAXHW_DATA_DIR itself, and says which one it used
         help="directory holding cifar100/ and esol/ (default: $JAXHW_DATA_DIR)",
     )
-    p_run.add_argument("--seed", type=int, default=0)
+    p_run.add_argument("--seed", type=_seed, default=0, help="base random seed (non-negative)")
     p_run.add_argument("--resume", action="store_true", help="continue from checkpoints")
     p_run.add_argument(
         "--splits", default=None, help="solubility: .npz with explicit train/val/test index arrays per seed"

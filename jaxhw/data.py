@@ -34,8 +34,10 @@ class DataNotFoundError(FileNotFoundError):
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
     """The data directory from the argument, else ``$JAXHW_DATA_DIR``, else None."""
     value = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
-    if value in (None, ""):
+    if value is None or (data_dir is None and not str(value).strip()):  # an empty variable = unset
         return None
+    if not str(value).strip():
+        raise DataNotFoundError("the data directory given is an empty string; name a directory (or omit it)")
     path = Path(value).expanduser()
     if not path.is_dir():
         raise DataNotFoundError(
@@ -194,9 +196,12 @@ class Cifar100:
                     f"{self.source}: {name} must be uint8 of shape (N, 32, 32, 3), got "
                     f"{x.dtype} {x.shape}"
                 )
-        for x, y in ((self.x_train, self.y_train), (self.x_test, self.y_test)):
-            if len(x) != len(y) or (len(y) and (y.min() < 0 or y.max() > 99)):
-                raise DataNotFoundError(f"{self.source}: labels do not match the images")
+        for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+            if len(x) != len(y):
+                raise DataNotFoundError(f"{self.source}: {len(x)} {split} images but {len(y)} {split} labels")
+            if len(y) and (y.min() < 0 or y.max() > 99):
+                raise DataNotFoundError(f"{self.source}: {split} fine labels must lie in 0..99 (CIFAR-100's "
+                                        f"classes), found {int(y.min())}..{int(y.max())}")
 
     def fingerprint(self) -> dict[str, object]:
         """What a report records so a reader knows exactly which data produced its numbers."""
@@ -262,6 +267,8 @@ def load_cifar100_sample(path: Path = CIFAR_SAMPLE) -> Cifar100:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not Path(path).is_file():
+        raise DataNotFoundError(f"{str(path)!r} does not exist (or is not a file)")
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}

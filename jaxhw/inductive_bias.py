@@ -103,6 +103,22 @@ class ClassifierRun:
     seconds: float  # training time summed over epochs (survives --resume)
 
 
+def run_identity(spec: ArchSpec, model: nn.Module, splits, recipe: Recipe, seed: int) -> dict[str, Any]:
+    """What makes two training runs the same run (stored with the checkpoints, checked on resume):
+    the model with all its settings, the recipe, the seed and each split's size and content hash."""
+    import hashlib
+
+    def digest(a: np.ndarray) -> str:
+        return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+    return {
+        "model": f"{spec.name}: {' '.join(repr(model).split())}",
+        "recipe": dataclasses.asdict(recipe),
+        "seed": seed,
+        "data": {name: {"n": len(x), "sha256_x": digest(x), "sha256_y": digest(y)} for name, (x, y) in splits.items()},
+    }
+
+
 def train_classifier(
     spec: ArchSpec,
     splits: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -142,6 +158,7 @@ def train_classifier(
         mesh=train.data_mesh() if spec.data_parallel else train.single_device_mesh(),
         checkpoint_dir=checkpoint_dir,
         resume=resume,
+        run_info=run_identity(spec, model, splits, recipe, seed),
         history_path=history_path,
         desc=f"{spec.name} seed {seed}",
         progress=progress,

@@ -25,6 +25,10 @@ guarded; half precision is computed in float32 and cast back). **Non-finite grad
 leaf's gradient contains any NaN or ±Inf, that leaf's whole update is NaN — never a finite
 value computed from it (``sign(inf)`` would otherwise hide it) — while the other leaves are
 unaffected. Wrap the optimizer in ``optax.apply_if_finite`` to skip such steps.
+
+The aliases work under ``optax.inject_hyperparams`` (learning rate, momentum and weight decay can be
+changed between jitted steps; values are checked whenever they are concrete); ``ns_steps`` is an
+iteration count and must be listed in ``static_args``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxhw import linalg, spectral
@@ -185,6 +190,13 @@ def scale_by_orthogonalization(
     """
     if method not in ("svd", "newton_schulz"):
         raise ValueError(f"method must be 'svd' or 'newton_schulz'; got {method!r}")
+    if isinstance(ns_steps, jax.core.Tracer):
+        raise TypeError("ns_steps (the number of Newton–Schulz iterations) shapes the computation and cannot "
+                        "be traced: with optax.inject_hyperparams pass static_args=('ns_steps',)")
+    if isinstance(ns_steps, (np.ndarray, jax.Array)) and ns_steps.ndim == 0 and jnp.issubdtype(ns_steps.dtype, jnp.integer):
+        ns_steps = int(ns_steps)
+    if isinstance(ns_steps, bool) or not isinstance(ns_steps, int) or ns_steps < 1:
+        raise ValueError(f"ns_steps must be a positive int; got {ns_steps!r}")
 
     def rule(leaf: _Leaf, g: Array) -> Array:
         if not leaf.is_matrix:
@@ -201,14 +213,28 @@ def scale_by_orthogonalization(
 # ----------------------------------------------------------------------------- aliases
 
 
+def _concrete(value: Any) -> float | None:
+    """``value`` as a float, or None while it is traced (``optax.inject_hyperparams`` under ``jit``
+    passes hyperparameters as traced arrays: they can only be checked when they are concrete)."""
+    try:
+        return float(value)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return None
+
+
 def _check_hparams(learning_rate: Any, momentum: Any, weight_decay: Any) -> None:
     if not (callable(learning_rate) or isinstance(learning_rate, (int, float)) or hasattr(learning_rate, "dtype")):
         raise TypeError(f"learning_rate must be a number or an optax schedule; got {learning_rate!r}")
-    if isinstance(learning_rate, (int, float)) and not learning_rate >= 0:
+    if not callable(learning_rate) and np.size(learning_rate) != 1:
+        raise ValueError(f"learning_rate must be a scalar; got shape {np.shape(learning_rate)}")
+    lr = None if callable(learning_rate) else _concrete(learning_rate)
+    if lr is not None and not lr >= 0:
         raise ValueError(f"learning_rate must be ≥ 0 (the minus sign is built in); got {learning_rate!r}")
-    if momentum is not None and not (0.0 <= float(momentum) < 1.0):
+    mom = None if momentum is None else _concrete(momentum)
+    if mom is not None and not 0.0 <= mom < 1.0:
         raise ValueError(f"momentum must be None or in [0, 1); got {momentum!r}")
-    if float(weight_decay) < 0:
+    wd = _concrete(weight_decay)
+    if wd is not None and not wd >= 0:
         raise ValueError(f"weight_decay must be ≥ 0; got {weight_decay!r}")
 
 
@@ -225,7 +251,7 @@ def _descent(
     if momentum is not None:
         parts.append(optax.trace(decay=momentum, nesterov=nesterov))
     parts.append(core)
-    if weight_decay:
+    if _concrete(weight_decay) != 0.0:  # a traced value (inject_hyperparams) keeps the term, as optax.adamw
         parts.append(optax.add_decayed_weights(weight_decay, weight_decay_mask))
     parts.append(optax.scale_by_learning_rate(learning_rate))
     return optax.chain(*parts)

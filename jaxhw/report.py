@@ -193,14 +193,35 @@ def platform_summary() -> dict[str, str]:
     }
 
 
+def _read_sections_file(path: Path, warn: bool = True) -> tuple[dict[str, Any], list[Section]] | None:
+    """One part's ``sections.json``, or None (with a one-line warning naming it) if it is damaged."""
+    try:
+        payload = json.loads(path.read_text())
+        return {k: v for k, v in payload.items() if k != "sections"}, [Section(**s) for s in payload["sections"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        if warn:
+            import sys
+
+            print(f"jaxhw: {path} is damaged ({type(err).__name__}: {str(err)[:120]}); part "
+                  f"{path.parent.name!r} is left out of the report — re-run it with "
+                  f"'jaxhw run {path.parent.name} --out {path.parent.parent}'", file=sys.stderr)
+        return None
+
+
+def damaged_section_files(out_dir: Path) -> list[Path]:
+    return [p for p in sorted(Path(out_dir).glob(f"*/{SECTIONS_FILE}")) if _read_sections_file(p, warn=False) is None]
+
+
 def load_sections(out_dir: Path) -> tuple[list[Section], list[dict[str, Any]]]:
-    """All sections written by any part under ``out_dir`` (and each part's header info)."""
+    """All sections written by any part under ``out_dir`` (and each part's header info); a damaged
+    ``sections.json`` is named on stderr and skipped, so one bad file never hides the other parts."""
     sections: list[Section] = []
     parts: list[dict[str, Any]] = []
     for path in sorted(Path(out_dir).glob(f"*/{SECTIONS_FILE}")):
-        payload = json.loads(path.read_text())
-        parts.append({k: v for k, v in payload.items() if k != "sections"})
-        sections += [Section(**s) for s in payload["sections"]]
+        read = _read_sections_file(path)
+        if read is not None:
+            parts.append({"part": path.parent.name, **read[0]})
+            sections += read[1]
     return sorted(sections, key=lambda s: s.sort_key), parts
 
 
@@ -214,6 +235,13 @@ def assemble_report(out_dir: Path, title: str = "jaxhw report", failed: Sequence
     out_dir.mkdir(parents=True, exist_ok=True)
     sections, parts = load_sections(out_dir)
     lines = [f"# {title}", ""]
+    damaged = damaged_section_files(out_dir)
+    if damaged:
+        lines += [
+            f"> **Left out: {', '.join(f'`{p.relative_to(out_dir)}`' for p in damaged)} could not be read.** "
+            "Re-run those parts to restore their sections.",
+            "",
+        ]
     if failed:
         lines += [
             f"> **The latest run of {', '.join(failed)} failed.** Sections of those parts shown below, if any, "

@@ -49,11 +49,22 @@ def create_train_state(
     model: flax.linen.Module,
     tx: optax.GradientTransformation,
     example_input: Any,
-    seed: int,
+    seed: int | jax.Array,
     **init_kwargs: Any,
 ) -> TrainState:
-    """Initialise ``model`` on ``example_input`` and pair it with the optimizer ``tx``."""
-    init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
+    """Initialise ``model`` on ``example_input`` and pair it with the optimizer ``tx``.
+
+    ``seed``: an integer, or a PRNG key (``jax.random.key`` / ``PRNGKey``) to derive everything from.
+    """
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        key = jax.random.PRNGKey(seed)
+    elif isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key) and seed.shape == ():
+        key = jax.random.key_data(seed)  # raw uint32 keys: what the state and its checkpoints hold
+    elif isinstance(seed, jax.Array) and seed.dtype == jnp.uint32 and seed.shape == (2,):
+        key = seed
+    else:
+        raise TypeError(f"seed must be an int or a PRNG key, got {seed!r}")
+    init_key, state_key = jax.random.split(key)
     # Jitted: op-by-op initialisation of a message-passing model is several times slower.
     variables = _jitted_init(model, tuple(sorted(init_kwargs.items())))(init_key, example_input)
     return TrainState.create(
@@ -88,7 +99,11 @@ def _variables(state: TrainState, params: Any) -> dict:
 
 
 def make_train_step(loss_fn: LossFn, *, donate: bool = True) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-    """A jitted ``train_step(state, batch) -> (state, metric sums)`` for any loss and optimizer."""
+    """A jitted ``train_step(state, batch) -> (state, metric sums)`` for any loss and optimizer.
+
+    With ``donate=True`` (default) the input state's buffers are reused for the output, halving
+    peak memory; the old state is then deleted — keep only the returned one, or pass ``donate=False``.
+    """
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         rng = jax.random.fold_in(state.rng, state.step)
@@ -124,6 +139,8 @@ def classification_loss(
     ``preprocess(x, rng, train)`` runs inside the jitted step (e.g. uint8 → normalised float and
     random crop/flip), so images travel to the device as bytes. Metric sums: ``loss`` (plain
     cross-entropy, no smoothing), ``correct`` and ``count``; masked-out examples count nowhere.
+    A label outside ``[0, num_classes)`` on a counted example makes the loss NaN: one-hot encoding
+    would otherwise turn it into a silent zero loss, and a jitted step cannot raise.
     """
 
     def loss_fn(apply_fn, variables, batch, rng, train):
@@ -137,10 +154,11 @@ def classification_loss(
         num_classes = logits.shape[-1]
         onehot = jax.nn.one_hot(labels, num_classes)
         smoothed = optax.smooth_labels(onehot, label_smoothing) if label_smoothing else onehot
-        per_example = optax.softmax_cross_entropy(logits, smoothed)
+        bad_label = ((labels < 0) | (labels >= num_classes)) & (mask > 0)
+        per_example = jnp.where(bad_label, jnp.nan, optax.softmax_cross_entropy(logits, smoothed))
         count = jnp.maximum(mask.sum(), 1.0)
         loss = (per_example * mask).sum() / count
-        plain = optax.softmax_cross_entropy(logits, onehot) if label_smoothing else per_example
+        plain = jnp.where(bad_label, jnp.nan, optax.softmax_cross_entropy(logits, onehot)) if label_smoothing else per_example
         metrics = {
             "loss": (plain * mask).sum(),
             "correct": ((jnp.argmax(logits, -1) == labels) * mask).sum(),
@@ -326,9 +344,112 @@ def _quiet_native_stderr():
                 sys.stderr.write(sink.read().decode(errors="replace"))
 
 
-class IncompatibleCheckpointError(ValueError):
-    """The checkpoints were written by a different model (parameter shapes differ): a resume
-    cannot use them, and they are not damaged, so they are left where they are."""
+class _DropUnretrievedReadErrors:
+    """logging filter: after orbax fails to read a damaged checkpoint, its abandoned asyncio read
+    tasks are logged at garbage collection as "exception was never retrieved" with a full
+    TensorStore traceback each (thousands of lines for one CNN). ``restore_checkpoint`` has already
+    named the damaged checkpoint in one line, so exactly those records are dropped."""
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        return not ("exception was never retrieved" in message and "while reading array index" in message)
+
+
+_UNRETRIEVED_FILTER = _DropUnretrievedReadErrors()
+
+
+def _mute_unretrieved_read_errors() -> None:
+    """Install the filter above, and the same rule for the coroutines that Python reports through
+    ``sys.unraisablehook`` ("Exception ignored in: <coroutine _read_array_index…>")."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("asyncio")
+    if _UNRETRIEVED_FILTER in logger.filters:
+        return
+    logger.addFilter(_UNRETRIEVED_FILTER)
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if "while reading array index" not in str(unraisable.exc_value):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
+class CheckpointConflictError(ValueError):
+    """Checkpoints on disk that this run must not silently use or overwrite (the CLI prints these
+    as one line; nothing is deleted)."""
+
+
+class IncompatibleCheckpointError(CheckpointConflictError):
+    """The checkpoints were written by a different model or run (parameter shapes, data, recipe or
+    seed differ): a resume cannot use them, and they are not damaged, so they are left where they are."""
+
+
+class UnfinishedRunError(CheckpointConflictError):
+    """A fresh run (no resume) found the checkpoints of an unfinished run: starting over would throw
+    away the epochs already trained, so the user must choose (``--resume``, or delete / another --out)."""
+
+
+RUN_INFO_FILE = "run_info.json"
+
+
+def _first_difference(stored: Any, wanted: Any, where: str = "") -> tuple[str, Any, Any] | None:
+    """The first (dotted key, stored value, wanted value) at which two JSON values differ."""
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        for key in sorted(set(stored) | set(wanted)):
+            found = _first_difference(stored.get(key, "absent"), wanted.get(key, "absent"), f"{where}.{key}".lstrip("."))
+            if found:
+                return found
+        return None
+    return None if stored == wanted else (where or "value", stored, wanted)
+
+
+def prepare_checkpoint_dir(directory: Path, run_info: Mapping[str, Any] | None, epochs: int, resume: bool) -> None:
+    """Check what ``directory`` already holds before a run uses it, then record this run there.
+
+    ``run_info`` (JSON-able: data fingerprint, recipe, model, seed…) identifies the run; ``fit`` stores
+    it with ``epochs`` in ``run_info.json``. A resume into checkpoints of a different run raises
+    :class:`IncompatibleCheckpointError` naming the first difference (they would otherwise continue
+    silently with other data or another schedule). A fresh run replaces the checkpoints of a
+    *finished* run (its results are already written) and refuses those of an unfinished one
+    (:class:`UnfinishedRunError`): nothing already trained is lost without the user saying so.
+    """
+    import shutil
+    import sys
+
+    directory = Path(directory)
+    wanted = None if run_info is None else json.loads(json.dumps({"epochs": epochs, **run_info}, sort_keys=True))
+    stored = None
+    info_path = directory / RUN_INFO_FILE
+    if info_path.is_file():
+        try:
+            stored = json.loads(info_path.read_text())
+        except (OSError, ValueError):
+            print(f"jaxhw: {info_path} is unreadable; the run there is not checked", file=sys.stderr, flush=True)
+    steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+    if resume:
+        difference = None if stored is None or wanted is None else _first_difference(stored, wanted)
+        if difference:
+            key, there, now = difference
+            raise IncompatibleCheckpointError(
+                f"the checkpoints in {directory} belong to a different run: {key} is {there!r} there and "
+                f"{now!r} now. Resume with the same data and settings, or train from the start without "
+                f"--resume into a fresh --out directory (or delete {directory})."
+            )
+    elif steps:
+        stored_epochs = stored.get("epochs", epochs) if isinstance(stored, dict) else epochs
+        if steps[-1] < stored_epochs:
+            raise UnfinishedRunError(
+                f"{directory} holds the checkpoints of an unfinished run (epoch {steps[-1]} of {stored_epochs}). "
+                f"Continue it with --resume, or delete that folder (or use another --out) to start over."
+            )
+        print(f"jaxhw: no --resume: replacing the finished run's checkpoints in {directory}", file=sys.stderr, flush=True)
+        shutil.rmtree(directory)
+    if wanted is not None and not (resume and stored is not None):
+        directory.mkdir(parents=True, exist_ok=True)
+        info_path.write_text(json.dumps(wanted, indent=2, sort_keys=True))
 
 
 def _stored_param_shapes(step_dir: Path) -> dict[str, tuple[int, ...]] | None:
@@ -396,6 +517,7 @@ def restore_checkpoint(directory: Path, target: TrainState) -> tuple[int, TrainS
                     )
                 history = list(restored.history)
             except Exception as err:  # orbax/tensorstore raise many types for damaged files
+                _mute_unretrieved_read_errors()
                 reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
                 print(f"jaxhw: checkpoint {Path(directory) / str(epoch)} is damaged or incompatible "
                       f"({type(err).__name__}: {reason}); trying an older one", file=sys.stderr, flush=True)
@@ -447,6 +569,7 @@ def fit(
     mesh: Mesh | None = None,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    run_info: Mapping[str, Any] | None = None,
     history_path: Path | None = None,
     desc: str = "train",
     progress: bool = True,
@@ -464,6 +587,8 @@ def fit(
       steps_per_epoch: for the progress bar's ETA (optional).
       mesh: the data mesh; defaults to all local devices.
       checkpoint_dir: save after every epoch here; with ``resume=True`` continue from the latest.
+      run_info: what identifies this run (data fingerprint, settings, seed; JSON-able), stored with
+        the checkpoints so that a resume refuses another run's (see :func:`prepare_checkpoint_dir`).
       history_path: write ``<path>.json`` / ``.csv`` after every epoch.
       on_epoch_end: called as ``(epoch, state, record)`` after the checkpoint is written.
       log_every: print an epoch's metrics line every this many epochs (and always the last); 0 = never.
@@ -477,6 +602,8 @@ def fit(
     sync = _needs_step_sync(mesh)
     history: list[dict] = []
     start_epoch = 0
+    if checkpoint_dir is not None:
+        prepare_checkpoint_dir(checkpoint_dir, run_info, epochs, resume)
     if resume and checkpoint_dir is not None:
         restored = restore_checkpoint(checkpoint_dir, state)
         if restored is not None:

@@ -1,5 +1,6 @@
 """Data layer: the committed sample, the npz shards, both official archive layouts, bad files."""
 
+import dataclasses
 import io
 import os
 import pickle
@@ -135,6 +136,21 @@ def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
 def test_missing_data_dir_is_named(tmp_path):
     with pytest.raises(data.DataNotFoundError, match="nope"):
         data.load_cifar100(tmp_path / "nope")
+
+
+def test_bad_labels_and_missing_sample_are_named_plainly(tmp_path, monkeypatch):
+    sample = data.load_cifar100_sample()
+    fields = {f.name: getattr(sample, f.name) for f in dataclasses.fields(sample)}
+    with pytest.raises(data.DataNotFoundError, match=r"test fine labels must lie in 0\.\.99.*found 50\.\.149"):
+        data.Cifar100(**{**fields, "y_test": sample.y_test + 50})  # the sample's test labels span 0..99
+    with pytest.raises(data.DataNotFoundError, match=r"510 train images but 509 train labels"):
+        data.Cifar100(**{**fields, "y_train": sample.y_train[:-1]})
+    with pytest.raises(data.DataNotFoundError, match=r"nonexistent\.npz' does not exist"):
+        data.load_cifar100_sample(tmp_path / "nonexistent.npz")
+    with pytest.raises(data.DataNotFoundError, match="empty string"):
+        data.load_cifar100("")
+    monkeypatch.setenv("JAXHW_DATA_DIR", "")  # an empty variable means "not set"
+    assert data.resolve_data_dir() is None
 
 
 def test_explicit_dir_without_data_is_an_error_not_the_sample(monkeypatch, tmp_path):

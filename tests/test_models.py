@@ -120,3 +120,27 @@ def test_cnn_block_order_matches_a_hand_written_forward_pass(pool_before_norm):
                         pool_before_norm=not pool_before_norm).apply(
         {**variables, "params": params}, x, train=True, mutable=["batch_stats"])
     assert np.abs(np.asarray(other) - np.asarray(ref)).max() > 1e-2  # the order matters
+
+
+def test_run_identity_tells_apart_every_setting_a_resume_must_not_mix():
+    """A checkpoint resumed into another model setting (even one with equal shapes, like the block
+    order), other data or another seed would silently mix two runs: their identities differ."""
+    from jaxhw.inductive_bias import ArchSpec, Recipe, run_identity
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 100, 8)
+    splits = {"train": (x, y), "val": (x[:2], y[:2])}
+    spec = ArchSpec("cnn", "CNN", make_cnn)
+    base = run_identity(spec, make_cnn(), splits, Recipe(), 0)
+    assert run_identity(spec, make_cnn(), {k: (a.copy(), b.copy()) for k, (a, b) in splits.items()}, Recipe(), 0) == base
+    other_pixels = x.copy()
+    other_pixels[0, 0, 0, 0] ^= 1
+    for changed in (
+        run_identity(spec, make_cnn(pool_before_norm=False), splits, Recipe(), 0),
+        run_identity(spec, make_cnn(dropout=0.3), splits, Recipe(), 0),
+        run_identity(spec, make_cnn(), {**splits, "train": (other_pixels, y)}, Recipe(), 0),
+        run_identity(spec, make_cnn(), splits, Recipe(epochs=3), 0),
+        run_identity(spec, make_cnn(), splits, Recipe(), 1),
+    ):
+        assert changed != base

@@ -175,6 +175,33 @@ def test_unsupported_rank_and_bad_hparams_raise():
         optim.sign_descent(0.1, weight_decay=-1.0)
     with pytest.raises(TypeError, match="learning_rate"):
         optim.sign_descent("fast")
+    with pytest.raises(ValueError, match="learning_rate must be ≥ 0"):
+        optim.sign_descent(jnp.array(-0.1))  # an array is checked like a float
+    with pytest.raises(ValueError, match="ns_steps"):
+        optim.orthogonal_descent(0.1, "newton_schulz", ns_steps=0)  # at construction, not at the first update
+
+
+@pytest.mark.parametrize("name", ["sign_descent", "spectral_sign_descent", "orthogonal_descent"])
+def test_inject_hyperparams_under_jit_matches_fixed_hyperparameters(name):
+    """optax.inject_hyperparams passes every numeric hyperparameter as a traced array under jit:
+    the aliases must accept that (checks only concrete values) and give the same updates."""
+    make = getattr(optim, name)
+    fixed = make(0.05, momentum=0.9, weight_decay=0.01)
+    static = ("ns_steps",) if name == "orthogonal_descent" else ()  # an iteration count shapes the program
+    injected = optax.inject_hyperparams(make, static_args=static)(learning_rate=0.05, momentum=0.9, weight_decay=0.01)
+    state_f, state_i = fixed.init(PARAMS), injected.init(PARAMS)
+    update_f, update_i = jax.jit(fixed.update), jax.jit(injected.update)
+    for _ in range(2):
+        u_f, state_f = update_f(GRADS, state_f, PARAMS)
+        u_i, state_i = update_i(GRADS, state_i, PARAMS)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), u_f, u_i)
+    state_i.hyperparams["learning_rate"] = jnp.asarray(0.0)  # the point of injecting: change it live
+    u0, _ = update_i(GRADS, state_i, PARAMS)
+    assert all(float(jnp.max(jnp.abs(x))) == 0.0 for x in jax.tree.leaves(u0))
+    if static:  # forgetting static_args gets a message that says what to do
+        bad = optax.inject_hyperparams(make)(learning_rate=0.05)
+        with pytest.raises(TypeError, match=r"static_args=\('ns_steps',\)"):
+            jax.jit(bad.update)(GRADS, bad.init(PARAMS), PARAMS)
 
 
 def test_weight_decay_step_is_0999_scaling():

@@ -92,6 +92,31 @@ def test_failed_parts_are_flagged_in_the_report(tmp_path):
     assert report.assemble_report(tmp_path / "new_dir").is_file()  # creates a missing --out
 
 
+def test_a_damaged_sections_file_is_named_and_the_other_parts_still_report(tmp_path, capsys):
+    report.RunContext(tmp_path, "good").add_section("Q1", "t", "good body")
+    for bad in ("{bad", '{"part": "p"}', '{"sections": [{"nope": 1}]}'):
+        (tmp_path / "p").mkdir(exist_ok=True)
+        (tmp_path / "p" / report.SECTIONS_FILE).write_text(bad)
+        assert cli.main(["report", "--out", str(tmp_path)]) == 0
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'p' / report.SECTIONS_FILE} is damaged" in err and "jaxhw run p --out" in err
+        text = (tmp_path / "REPORT.md").read_text()
+        assert "good body" in text and "`p/sections.json` could not be read" in text
+
+
+def test_cli_seed_must_be_a_non_negative_integer(capsys, tmp_path):
+    for bad in ("-5", "abc", str(2**40)):
+        with pytest.raises(SystemExit):
+            cli.main(["run", "cifar100", "--seed", bad, "--out", str(tmp_path)])
+        assert "--seed" in capsys.readouterr().err
+    assert cli.build_parser().parse_args(["run", "all", "--seed", "7"]).seed == 7
+    with pytest.raises(SystemExit, match="--data-dir is empty"):
+        cli.main(["run", "cifar100", "--data-dir", "", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--splits applies to the solubility part only"):
+        cli.main(["run", "cifar100", "--splits", "x.npz", "--out", str(tmp_path)])
+    assert not (tmp_path / "cifar100").exists()  # refused before anything ran
+
+
 def test_compare_architectures_decides_from_numbers():
     v = ib.compare_architectures({"cnn": [0.55, 0.56], "mlp_d3": [0.22], "mlp_d7": [0.21]})
     assert v["best"] == "cnn" and v["clear"] and v["margin"] == pytest.approx(0.335)
@@ -168,3 +193,49 @@ def test_cifar_reference_paragraph_decides_accuracy_compute_and_speed():
     assert "against the reference architecture's 25.7" in good  # its FLOPs, counted by XLA at run time
     bad = exp._reference_paragraph(runs(40e6, 40.0), {"cnn": [0.56, 0.53], "mlp_d3": [0.25]}, labels)
     assert "**not met**" in bad and "**more** compute" in bad and "**not faster**" in bad
+
+
+@pytest.mark.parametrize(
+    "script, args, named",
+    [
+        ("bench_cifar.py", ["--steps", "0"], "--steps"),
+        ("bench_cifar.py", ["--models", "foo"], "--models"),
+        ("bench_gnn.py", ["--epochs", "0"], "--epochs"),
+        ("bench_gnn.py", ["--warmup", "5", "--epochs", "2"], "--warmup"),
+        ("bench_orthogonalize.py", ["--reps", "0"], "--reps"),
+        ("bench_orthogonalize.py", ["--sizes", "8"], "--sizes"),
+        ("bench_orthogonalize.py", ["--ns-steps", "0"], "--ns-steps"),
+    ],
+)
+def test_benchmarks_reject_bad_options_by_name(script, args, named):
+    """A benchmark with a bad option stops at once with a usage error naming it (not a traceback
+    minutes later, after the other side has been timed)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    proc = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and named in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_ctrl_c_during_a_run_says_how_to_continue(monkeypatch, capsys, tmp_path):
+    def interrupted(name, args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_part", interrupted)
+    assert cli.main(["run", "cifar100", "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted during part 'cifar100'" in err and "--resume" in err and "Traceback" not in err
+
+
+def test_checkpoint_conflicts_are_one_line_errors(monkeypatch, capsys, tmp_path):
+    from jaxhw import train
+
+    def conflict(name, args):
+        raise train.UnfinishedRunError("X holds the checkpoints of an unfinished run (epoch 1 of 3)")
+
+    monkeypatch.setattr(cli, "run_part", conflict)
+    assert cli.main(["run", "cifar100", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "part 'cifar100' failed: X holds the checkpoints of an unfinished run" in err and "Traceback" not in err

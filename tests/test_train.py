@@ -21,7 +21,7 @@ def sample():
     return d.x_train[:384], d.y_train[:384]
 
 
-def _fit(sample, model, epochs, tmp_path=None, resume=False, on_epoch_end=None, seed=0, lr=1e-3):
+def _fit(sample, model, epochs, tmp_path=None, resume=False, on_epoch_end=None, seed=0, lr=1e-3, run_info=None):
     x, y = sample
     loss_fn = train.classification_loss(data.cifar_preprocess(augment=True), label_smoothing=0.1)
     state = train.create_train_state(model, optax.adam(lr), jnp.zeros((1, 32, 32, 3)), seed)
@@ -35,9 +35,22 @@ def _fit(sample, model, epochs, tmp_path=None, resume=False, on_epoch_end=None, 
         checkpoint_dir=None if tmp_path is None else tmp_path / "ckpt",
         history_path=None if tmp_path is None else tmp_path / "history",
         resume=resume,
+        run_info=run_info,
         progress=False,
         on_epoch_end=on_epoch_end,
     )
+
+
+class Killed(Exception):
+    """Stands in for a crash or Ctrl-C at the end of an epoch."""
+
+
+def kill_after(n):
+    def on_epoch_end(epoch, state, record):
+        if epoch == n:
+            raise Killed
+
+    return on_epoch_end
 
 
 def test_training_reduces_loss_on_real_images(sample):
@@ -60,15 +73,8 @@ def test_resume_after_interruption_matches_uninterrupted(sample, tmp_path):
     model = MLP(width=32, depth=2)
     full_state, full_hist = _fit(sample, model, 3)
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_two(epoch, state, record):
-        if epoch == 2:
-            raise Killed
-
     with pytest.raises(Killed):
-        _fit(sample, model, 3, tmp_path, on_epoch_end=kill_after_two)
+        _fit(sample, model, 3, tmp_path, on_epoch_end=kill_after(2))
     assert (tmp_path / "history.json").is_file() and (tmp_path / "history.csv").is_file()
     resumed_state, resumed_hist = _fit(sample, model, 3, tmp_path, resume=True)
     assert [h["epoch"] for h in resumed_hist] == [1, 2, 3]
@@ -77,6 +83,39 @@ def test_resume_after_interruption_matches_uninterrupted(sample, tmp_path):
     assert chex_equal is not None
     np.testing.assert_allclose(full_hist[-1]["train_eval_loss"], resumed_hist[-1]["train_eval_loss"], rtol=1e-6)
     assert int(resumed_state.step) == int(full_state.step)
+
+
+def test_running_again_without_resume_replaces_a_finished_run_and_refuses_an_unfinished_one(sample, tmp_path, capsys):
+    """Re-running a finished job must just work; an interrupted one must not be thrown away silently."""
+    model = MLP(width=16, depth=1)
+    info = {"data": "sample", "seed": 0}
+    first, _ = _fit(sample, model, 2, tmp_path, run_info=info)
+    again, _ = _fit(sample, model, 2, tmp_path, run_info=info)  # orbax alone: StepAlreadyExistsError
+    assert "replacing the finished run's checkpoints" in capsys.readouterr().err
+    jax.tree.map(np.testing.assert_array_equal, first.params, again.params)
+
+    with pytest.raises(Killed):
+        _fit(sample, model, 3, tmp_path / "b", on_epoch_end=kill_after(1), run_info=info)
+    with pytest.raises(train.UnfinishedRunError, match=r"unfinished run \(epoch 1 of 3\).*--resume"):
+        _fit(sample, model, 3, tmp_path / "b", run_info=info)
+    assert (tmp_path / "b" / "ckpt" / "1").is_dir()  # kept
+    _, hist = _fit(sample, model, 3, tmp_path / "b", resume=True, run_info=info)
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+
+
+def test_resume_refuses_checkpoints_of_another_run(sample, tmp_path):
+    """Same model shapes, other data or settings: continuing would mix two runs in one result."""
+    model = MLP(width=16, depth=1)
+
+    with pytest.raises(Killed):
+        _fit(sample, model, 3, tmp_path, on_epoch_end=kill_after(1), run_info={"data": {"sha256_x": "aaa"}, "seed": 0})
+    with pytest.raises(train.IncompatibleCheckpointError, match=r"data\.sha256_x is 'aaa' there and 'bbb' now"):
+        _fit(sample, model, 3, tmp_path, resume=True, run_info={"data": {"sha256_x": "bbb"}, "seed": 0})
+    with pytest.raises(train.IncompatibleCheckpointError, match=r"epochs is 3 there and 20 now"):
+        _fit(sample, model, 20, tmp_path, resume=True, run_info={"data": {"sha256_x": "aaa"}, "seed": 0})
+    assert (tmp_path / "ckpt" / "1").is_dir()
+    _, hist = _fit(sample, model, 3, tmp_path, resume=True, run_info={"data": {"sha256_x": "aaa"}, "seed": 0})
+    assert len(hist) == 3
 
 
 # orbax's async readers complain about their closed event loop after a failed read: noise, not a failure
@@ -151,6 +190,12 @@ def test_masked_examples_do_not_count():
     masked = train.make_eval_step(loss_fn)(state, {"x": garbage, "y": y, "mask": np.array([1, 1, 1, 1, 0, 0.0])})
     for k in full:
         np.testing.assert_allclose(masked[k], full[k], rtol=1e-6)
+    # A label outside 0..num_classes-1 is loud (NaN loss) where it counts, ignored where masked out.
+    bad = y.copy()
+    bad[5] = 7
+    eval_step = train.make_eval_step(loss_fn)
+    assert np.isnan(float(eval_step(state, {"x": x, "y": bad})["loss"]))
+    assert np.isfinite(float(eval_step(state, {"x": x, "y": bad, "mask": np.array([1, 1, 1, 1, 1, 0.0])})["loss"]))
 
 
 FOUR_DEVICES = textwrap.dedent(
@@ -239,3 +284,52 @@ def test_set_cpu_devices_rejects_bad_counts_and_late_calls():
     jax.devices()  # this process's JAX is running: the count can no longer change
     with pytest.raises(RuntimeError, match="already started"):
         train.set_cpu_devices(3)
+
+
+DAMAGED_RESUME = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from jaxhw import train
+    train.set_cpu_devices(4)
+    import jax.numpy as jnp, optax
+    from jaxhw import data
+    from jaxhw.models import make_cnn
+    d = data.load_cifar100_sample()
+    x, y = d.x_train[:256], d.y_train[:256]
+    def fit(resume):
+        loss_fn = train.classification_loss(data.cifar_preprocess(augment=False))
+        state = train.create_train_state(make_cnn(channels=(4, 4, 8, 8), dense=(8, 8)), optax.adam(1e-3),
+                                         jnp.zeros((1, 32, 32, 3)), 0)
+        return train.fit(state, train_step=train.make_train_step(loss_fn), eval_step=None,
+                         train_batches=lambda e: data.iterate_batches({"x": x, "y": y}, 64, seed=0, epoch=e, drop_remainder=True),
+                         epochs=2, checkpoint_dir=Path(sys.argv[1]), resume=resume, progress=False)
+    fit(False)
+    for f in Path(sys.argv[1]).rglob("*"):
+        if f.is_file() and "ocdbt" in str(f) and "/d/" in str(f):
+            f.write_bytes(f.read_bytes()[:10])
+    fit(True)
+    print("OK")
+    """
+)
+
+
+def test_resuming_from_damaged_checkpoints_says_so_in_a_few_lines(tmp_path):
+    """orbax leaves its failed read tasks behind; at exit Python would log each with a TensorStore
+    traceback (134 lines for this tiny CNN, thousands for the real one). One line per checkpoint is the promise."""
+    proc = subprocess.run([sys.executable, "-c", DAMAGED_RESUME, str(tmp_path / "ckpt")],
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert any("is damaged" in line for line in lines) and "training from the start" in lines[-1], lines
+    assert len(lines) <= 3, "\n".join(lines[:40])
+
+
+def test_create_train_state_takes_an_int_or_a_prng_key():
+    model = MLP(width=4, depth=1)
+    states = [train.create_train_state(model, optax.sgd(0.1), jnp.zeros((1, 8)), seed)
+              for seed in (0, np.int64(0), jax.random.PRNGKey(0), jax.random.key(0))]
+    for s in states[1:]:
+        jax.tree.map(np.testing.assert_array_equal, (states[0].params, states[0].rng), (s.params, s.rng))
+    with pytest.raises(TypeError, match="seed must be an int or a PRNG key"):
+        train.create_train_state(model, optax.sgd(0.1), jnp.zeros((1, 8)), "zero")
