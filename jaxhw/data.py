@@ -18,6 +18,7 @@ import csv
 import dataclasses
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -80,6 +81,9 @@ def esol_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
                 return candidate
     shipped = PACKAGE_ASSETS / ESOL_FILE
     if shipped.is_file():
+        if root is not None:  # a named directory without ESOL: the same data ships with jaxhw; say which is used
+            print(f"jaxhw: no {ESOL_FILE} under {root}; using the copy shipped with jaxhw ({shipped})",
+                  file=sys.stderr, flush=True)
         return shipped
     looked = [str(root / ESOL_FILE)] if root else []
     raise DataNotFoundError(

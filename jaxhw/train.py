@@ -406,7 +406,8 @@ def _first_difference(stored: Any, wanted: Any, where: str = "") -> tuple[str, A
     return None if stored == wanted else (where or "value", stored, wanted)
 
 
-def prepare_checkpoint_dir(directory: Path, run_info: Mapping[str, Any] | None, epochs: int, resume: bool) -> None:
+def prepare_checkpoint_dir(directory: Path, run_info: Mapping[str, Any] | None, epochs: int, resume: bool,
+                           devices: int | None = None) -> None:
     """Check what ``directory`` already holds before a run uses it, then record this run there.
 
     ``run_info`` (JSON-able: data fingerprint, recipe, model, seed…) identifies the run; ``fit`` stores
@@ -415,6 +416,8 @@ def prepare_checkpoint_dir(directory: Path, run_info: Mapping[str, Any] | None, 
     silently with other data or another schedule). A fresh run replaces the checkpoints of a
     *finished* run (its results are already written) and refuses those of an unfinished one
     (:class:`UnfinishedRunError`): nothing already trained is lost without the user saying so.
+    ``devices`` (the mesh size) is recorded too, but a resume on another count is only warned about:
+    it is the same run, just not bit-identical to an uninterrupted one (reduction order).
     """
     import shutil
     import sys
@@ -429,8 +432,15 @@ def prepare_checkpoint_dir(directory: Path, run_info: Mapping[str, Any] | None, 
         except (OSError, ValueError):
             print(f"jaxhw: {info_path} is unreadable; the run there is not checked", file=sys.stderr, flush=True)
     steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+    if wanted is not None and devices is not None:
+        wanted["devices"] = int(devices)
     if resume:
-        difference = None if stored is None or wanted is None else _first_difference(stored, wanted)
+        same_run = lambda info: {k: v for k, v in info.items() if k != "devices"}  # noqa: E731
+        difference = None if stored is None or wanted is None else _first_difference(same_run(stored), same_run(wanted))
+        if (difference is None and isinstance(stored, dict) and wanted is not None
+                and stored.get("devices", wanted.get("devices")) != wanted.get("devices")):
+            print(f"jaxhw: resuming on {wanted.get('devices')} device(s) a run trained on {stored['devices']}: the "
+                  f"result will be close to, not bit-identical with, an uninterrupted run", file=sys.stderr, flush=True)
         if difference:
             key, there, now = difference
             raise IncompatibleCheckpointError(
@@ -603,7 +613,7 @@ def fit(
     history: list[dict] = []
     start_epoch = 0
     if checkpoint_dir is not None:
-        prepare_checkpoint_dir(checkpoint_dir, run_info, epochs, resume)
+        prepare_checkpoint_dir(checkpoint_dir, run_info, epochs, resume, devices=mesh.size)
     if resume and checkpoint_dir is not None:
         restored = restore_checkpoint(checkpoint_dir, state)
         if restored is not None:

@@ -219,3 +219,12 @@ def test_esol_bad_file(tmp_path):
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(data.DataNotFoundError, match="x.csv.*missing"):
         data.load_esol(bad)
+
+
+def test_esol_from_a_directory_without_it_says_it_uses_the_shipped_copy(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("JAXHW_DATA_DIR", raising=False)
+    d = data.load_esol(tmp_path)
+    assert len(d.smiles) > 1000
+    assert f"no esol/delaney-processed.csv under {tmp_path}; using the copy shipped" in capsys.readouterr().err
+    data.load_esol()  # nothing named: the shipped copy is the documented default, no notice
+    assert capsys.readouterr().err == ""

@@ -333,3 +333,15 @@ def test_create_train_state_takes_an_int_or_a_prng_key():
         jax.tree.map(np.testing.assert_array_equal, (states[0].params, states[0].rng), (s.params, s.rng))
     with pytest.raises(TypeError, match="seed must be an int or a PRNG key"):
         train.create_train_state(model, optax.sgd(0.1), jnp.zeros((1, 8)), "zero")
+
+
+def test_resume_on_another_device_count_is_the_same_run_but_says_so(tmp_path, capsys):
+    info = {"data": "x", "seed": 0}
+    train.prepare_checkpoint_dir(tmp_path, info, 3, resume=False, devices=4)
+    (tmp_path / "1").mkdir()  # epoch 1 of 3 done
+    train.prepare_checkpoint_dir(tmp_path, info, 3, resume=True, devices=4)
+    assert capsys.readouterr().err == ""
+    train.prepare_checkpoint_dir(tmp_path, info, 3, resume=True, devices=1)
+    assert "resuming on 1 device(s) a run trained on 4" in capsys.readouterr().err
+    with pytest.raises(train.IncompatibleCheckpointError, match="seed is 0 there and 1 now"):
+        train.prepare_checkpoint_dir(tmp_path, {**info, "seed": 1}, 3, resume=True, devices=1)
