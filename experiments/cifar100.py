@@ -63,21 +63,24 @@ def run(ctx: RunContext) -> None:
 
     runs: dict[str, list[ib.ClassifierRun]] = {}
     specs = ib.default_architectures(cfg["deeper"])
-    for spec in specs:
-        seeds = range(ctx.seed, ctx.seed + cfg["cnn_seeds"]) if spec.name == "cnn" else (ctx.seed,)
-        for seed in seeds:
-            tag = f"{spec.name}_seed{seed}"
-            result = ib.train_classifier(
-                spec,
-                splits,
-                recipe,
-                seed=seed,
-                checkpoint_dir=ctx.checkpoint_dir / tag,
-                resume=ctx.resume,
-                history_path=ctx.part_dir / f"history_{tag}",
-            )
-            runs.setdefault(spec.name, []).append(result)
-            ctx.log(f"{tag}: test accuracy {result.test_accuracy:.4f} ({result.seconds:.0f} s)")
+    plan = [(spec, seed) for spec in specs
+            for seed in (range(ctx.seed, ctx.seed + cfg["cnn_seeds"]) if spec.name == "cnn" else (ctx.seed,))]
+    if not ctx.resume:  # a forgotten --resume must stop before any model is retrained, not at the interrupted one
+        for spec, seed in plan:
+            train.refuse_unfinished(ctx.checkpoint_dir / f"{spec.name}_seed{seed}", cfg["epochs"])
+    for spec, seed in plan:
+        tag = f"{spec.name}_seed{seed}"
+        result = ib.train_classifier(
+            spec,
+            splits,
+            recipe,
+            seed=seed,
+            checkpoint_dir=ctx.checkpoint_dir / tag,
+            resume=ctx.resume,
+            history_path=ctx.part_dir / f"history_{tag}",
+        )
+        runs.setdefault(spec.name, []).append(result)
+        ctx.log(f"{tag}: test accuracy {result.test_accuracy:.4f} ({result.seconds:.0f} s)")
 
     labels = {s.name: s.label for s in specs}
     ctx.save_json(

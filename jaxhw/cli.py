@@ -125,6 +125,19 @@ def resolve_parts(requested: list[str]) -> list[str]:
     return list(dict.fromkeys(requested))
 
 
+def _stop_on_sigterm() -> None:
+    """Treat SIGTERM (``kill``, ``timeout``, a batch scheduler) like Ctrl-C: stop with the one-line
+    "continue with --resume" message instead of dying silently."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from jaxhw.data import DataNotFoundError
     from jaxhw.train import CheckpointConflictError
@@ -137,6 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.out is None:
         args.out = "results_quick" if args.quick else "results"
     configure_devices(args.cpu_devices)
+    _stop_on_sigterm()
     failures: list[str] = []
     timings: dict[str, float] = {}
     for name in names:
@@ -145,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except SystemExit:
             raise
         except KeyboardInterrupt:
-            print(f"\njaxhw: interrupted during part {name!r}; every finished epoch is checkpointed in "
+            print(f"\njaxhw: interrupted during part {name!r}; the checkpoints written so far are kept in "
                   f"{Path(args.out) / name / 'checkpoints'} — continue with the same command plus --resume",
                   file=sys.stderr)
             return 130

@@ -251,7 +251,9 @@ def _descent(
     if momentum is not None:
         parts.append(optax.trace(decay=momentum, nesterov=nesterov))
     parts.append(core)
-    if _concrete(weight_decay) != 0.0:  # a traced value (inject_hyperparams) keeps the term, as optax.adamw
+    # Only a plain number 0 drops the term: an array (optax.inject_hyperparams passes one at init and
+    # a tracer under jit) keeps it, so init and update build the same chain — as optax.adamw does.
+    if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
         parts.append(optax.add_decayed_weights(weight_decay, weight_decay_mask))
     parts.append(optax.scale_by_learning_rate(learning_rate))
     return optax.chain(*parts)

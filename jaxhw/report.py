@@ -204,7 +204,8 @@ def _read_sections_file(path: Path, warn: bool = True) -> tuple[dict[str, Any], 
 
             print(f"jaxhw: {path} is damaged ({type(err).__name__}: {str(err)[:120]}); part "
                   f"{path.parent.name!r} is left out of the report — re-run it with "
-                  f"'jaxhw run {path.parent.name} --out {path.parent.parent}'", file=sys.stderr)
+                  f"'jaxhw run {path.parent.name} --out {path.parent.parent}' plus the options it ran with "
+                  f"(e.g. --quick)", file=sys.stderr)
         return None
 
 

@@ -424,23 +424,16 @@ def prepare_checkpoint_dir(directory: Path, run_info: Mapping[str, Any] | None, 
 
     directory = Path(directory)
     wanted = None if run_info is None else json.loads(json.dumps({"epochs": epochs, **run_info}, sort_keys=True))
-    stored = None
-    info_path = directory / RUN_INFO_FILE
-    if info_path.is_file():
-        try:
-            stored = json.loads(info_path.read_text())
-        except (OSError, ValueError):
-            print(f"jaxhw: {info_path} is unreadable; the run there is not checked", file=sys.stderr, flush=True)
-    steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
     if wanted is not None and devices is not None:
         wanted["devices"] = int(devices)
+    stored = _read_run_info(directory)
+    steps = _checkpoint_steps(directory)
     if resume:
+        if steps and wanted is not None and stored is None:
+            print(f"jaxhw: {directory / RUN_INFO_FILE} is missing or unreadable, so these checkpoints cannot be "
+                  f"checked against this run; resuming them as they are", file=sys.stderr, flush=True)
         same_run = lambda info: {k: v for k, v in info.items() if k != "devices"}  # noqa: E731
         difference = None if stored is None or wanted is None else _first_difference(same_run(stored), same_run(wanted))
-        if (difference is None and isinstance(stored, dict) and wanted is not None
-                and stored.get("devices", wanted.get("devices")) != wanted.get("devices")):
-            print(f"jaxhw: resuming on {wanted.get('devices')} device(s) a run trained on {stored['devices']}: the "
-                  f"result will be close to, not bit-identical with, an uninterrupted run", file=sys.stderr, flush=True)
         if difference:
             key, there, now = difference
             raise IncompatibleCheckpointError(
@@ -448,18 +441,57 @@ def prepare_checkpoint_dir(directory: Path, run_info: Mapping[str, Any] | None, 
                 f"{now!r} now. Resume with the same data and settings, or train from the start without "
                 f"--resume into a fresh --out directory (or delete {directory})."
             )
+        if (steps and steps[-1] < epochs and stored is not None and wanted is not None
+                and stored.get("devices", wanted.get("devices")) != wanted.get("devices")):
+            print(f"jaxhw: resuming on {wanted.get('devices')} device(s) a run trained on {stored['devices']}: the "
+                  f"result will be close to, not bit-identical with, an uninterrupted run", file=sys.stderr, flush=True)
+        if not steps:
+            print(f"jaxhw: nothing to resume in {directory}; training from the start", file=sys.stderr, flush=True)
     elif steps:
-        stored_epochs = stored.get("epochs", epochs) if isinstance(stored, dict) else epochs
-        if steps[-1] < stored_epochs:
-            raise UnfinishedRunError(
-                f"{directory} holds the checkpoints of an unfinished run (epoch {steps[-1]} of {stored_epochs}). "
-                f"Continue it with --resume, or delete that folder (or use another --out) to start over."
-            )
+        refuse_unfinished(directory, epochs)
         print(f"jaxhw: no --resume: replacing the finished run's checkpoints in {directory}", file=sys.stderr, flush=True)
         shutil.rmtree(directory)
-    if wanted is not None and not (resume and stored is not None):
+    if wanted is not None and not (resume and steps):  # a resume keeps checkpoints *and* their record
         directory.mkdir(parents=True, exist_ok=True)
-        info_path.write_text(json.dumps(wanted, indent=2, sort_keys=True))
+        (directory / RUN_INFO_FILE).write_text(json.dumps(wanted, indent=2, sort_keys=True))
+
+
+def _read_run_info(directory: Path) -> dict[str, Any] | None:
+    """The stored run record, or None if absent; unreadable or not a JSON object → None with a notice."""
+    import sys
+
+    path = Path(directory) / RUN_INFO_FILE
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        stored = None
+    if not isinstance(stored, dict):
+        print(f"jaxhw: {path} is unreadable (not a JSON object)", file=sys.stderr, flush=True)
+        return None
+    return stored
+
+
+def _checkpoint_steps(directory: Path) -> list[int]:
+    directory = Path(directory)
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+
+
+def refuse_unfinished(directory: Path, epochs: int) -> None:
+    """Raise :class:`UnfinishedRunError` if ``directory`` holds an interrupted run (fewer epochs
+    checkpointed than it was started for). Experiments call it for every model *before* training
+    any, so a forgotten --resume costs nothing."""
+    steps = _checkpoint_steps(directory)
+    if not steps:
+        return
+    stored = _read_run_info(directory) or {}
+    stored_epochs = stored.get("epochs", epochs)
+    if steps[-1] < stored_epochs:
+        raise UnfinishedRunError(
+            f"{directory} holds the checkpoints of an unfinished run (epoch {steps[-1]} of {stored_epochs}). "
+            f"Continue it with --resume, or delete that folder (or use another --out) to start over."
+        )
 
 
 def _stored_param_shapes(step_dir: Path) -> dict[str, tuple[int, ...]] | None:
@@ -528,7 +560,8 @@ def restore_checkpoint(directory: Path, target: TrainState) -> tuple[int, TrainS
                 history = list(restored.history)
             except Exception as err:  # orbax/tensorstore raise many types for damaged files
                 _mute_unretrieved_read_errors()
-                reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                reason = reason.split(" See full TensorStore details")[0][:200]  # drop a bound-method repr
                 print(f"jaxhw: checkpoint {Path(directory) / str(epoch)} is damaged or incompatible "
                       f"({type(err).__name__}: {reason}); trying an older one", file=sys.stderr, flush=True)
                 continue

@@ -198,6 +198,10 @@ def test_inject_hyperparams_under_jit_matches_fixed_hyperparameters(name):
     state_i.hyperparams["learning_rate"] = jnp.asarray(0.0)  # the point of injecting: change it live
     u0, _ = update_i(GRADS, state_i, PARAMS)
     assert all(float(jnp.max(jnp.abs(x))) == 0.0 for x in jax.tree.leaves(u0))
+    defaults = optax.inject_hyperparams(make, static_args=static)(learning_rate=0.05)  # weight decay left at 0
+    u_d, _ = jax.jit(defaults.update)(GRADS, defaults.init(PARAMS), PARAMS)
+    u_plain, _ = jax.jit(make(0.05).update)(GRADS, make(0.05).init(PARAMS), PARAMS)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), u_d, u_plain)
     if static:  # forgetting static_args gets a message that says what to do
         bad = optax.inject_hyperparams(make)(learning_rate=0.05)
         with pytest.raises(TypeError, match=r"static_args=\('ns_steps',\)"):

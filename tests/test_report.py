@@ -239,3 +239,33 @@ def test_checkpoint_conflicts_are_one_line_errors(monkeypatch, capsys, tmp_path)
     assert cli.main(["run", "cifar100", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "part 'cifar100' failed: X holds the checkpoints of an unfinished run" in err and "Traceback" not in err
+
+
+def test_sigterm_stops_a_run_like_ctrl_c():
+    import os
+    import signal
+    import time
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        cli._stop_on_sigterm()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this at once
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_forgotten_resume_is_refused_before_any_model_is_retrained(monkeypatch, capsys, tmp_path):
+    """The CNN (trained third) was interrupted: a run without --resume must stop at once, not after
+    retraining both MLPs and replacing their checkpoints."""
+    monkeypatch.delenv("JAXHW_DATA_DIR", raising=False)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no_tfds"))
+    ckpt = tmp_path / "cifar100" / "checkpoints"
+    (ckpt / "mlp_d3_seed0" / "3").mkdir(parents=True)  # finished
+    (ckpt / "cnn_seed0" / "1").mkdir(parents=True)  # interrupted after epoch 1 of 3
+    (ckpt / "cnn_seed0" / "run_info.json").write_text('{"epochs": 3}')
+    assert cli.main(["run", "cifar100", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "cnn_seed0 holds the checkpoints of an unfinished run (epoch 1 of 3)" in err
+    assert (ckpt / "mlp_d3_seed0" / "3").is_dir() and not (tmp_path / "cifar100" / "history_mlp_d3_seed0.json").exists()

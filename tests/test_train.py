@@ -1,5 +1,6 @@
 """Training engine: loss goes down on real images, resume is exact, 4 devices equal 1, determinism."""
 
+import json
 import os
 import subprocess
 import sys
@@ -345,3 +346,21 @@ def test_resume_on_another_device_count_is_the_same_run_but_says_so(tmp_path, ca
     assert "resuming on 1 device(s) a run trained on 4" in capsys.readouterr().err
     with pytest.raises(train.IncompatibleCheckpointError, match="seed is 0 there and 1 now"):
         train.prepare_checkpoint_dir(tmp_path, {**info, "seed": 1}, 3, resume=True, devices=1)
+
+
+def test_a_missing_or_bad_run_record_is_reported_and_never_overwritten_on_resume(tmp_path, capsys):
+    info = {"data": "real", "seed": 0}
+    train.prepare_checkpoint_dir(tmp_path, info, 3, resume=False)
+    (tmp_path / "1").mkdir()
+    for bad in ("[1, 2]", "garbage", None):
+        if bad is None:
+            (tmp_path / train.RUN_INFO_FILE).unlink()
+        else:
+            (tmp_path / train.RUN_INFO_FILE).write_text(bad)
+        train.prepare_checkpoint_dir(tmp_path, {"data": "sample", "seed": 0}, 3, resume=True)
+        assert "cannot be checked against this run" in capsys.readouterr().err
+        # the record is left as found: a later look still shows it could not be checked
+        assert (tmp_path / train.RUN_INFO_FILE).read_text() == bad if bad else not (tmp_path / train.RUN_INFO_FILE).exists()
+    train.prepare_checkpoint_dir(tmp_path / "new", info, 3, resume=True)
+    assert "nothing to resume" in capsys.readouterr().err
+    assert json.loads((tmp_path / "new" / train.RUN_INFO_FILE).read_text())["data"] == "real"
