@@ -448,7 +448,7 @@ def prepare_checkpoint_dir(directory: Path, run_info: Mapping[str, Any] | None, 
         if not steps:
             print(f"jaxhw: nothing to resume in {directory}; training from the start", file=sys.stderr, flush=True)
     elif steps:
-        refuse_unfinished(directory, epochs)
+        _refuse_if_unfinished(directory, steps, stored, epochs)
         print(f"jaxhw: no --resume: replacing the finished run's checkpoints in {directory}", file=sys.stderr, flush=True)
         shutil.rmtree(directory)
     if wanted is not None and not (resume and steps):  # a resume keeps checkpoints *and* their record
@@ -483,10 +483,12 @@ def refuse_unfinished(directory: Path, epochs: int) -> None:
     checkpointed than it was started for). Experiments call it for every model *before* training
     any, so a forgotten --resume costs nothing."""
     steps = _checkpoint_steps(directory)
-    if not steps:
-        return
-    stored = _read_run_info(directory) or {}
-    stored_epochs = stored.get("epochs", epochs)
+    if steps:
+        _refuse_if_unfinished(directory, steps, _read_run_info(directory), epochs)
+
+
+def _refuse_if_unfinished(directory: Path, steps: list[int], stored: dict[str, Any] | None, epochs: int) -> None:
+    stored_epochs = (stored or {}).get("epochs", epochs)
     if steps[-1] < stored_epochs:
         raise UnfinishedRunError(
             f"{directory} holds the checkpoints of an unfinished run (epoch {steps[-1]} of {stored_epochs}). "
