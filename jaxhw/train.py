@@ -335,7 +335,7 @@ def _quiet_native_stderr():
             yield
             ok = True
         finally:
-            time.sleep(0.05 if not ok else 0)  # let failed reads finish complaining into the sink
+            time.sleep(0.5 if not ok else 0)  # let failed reads finish complaining into the sink (slow under load)
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
@@ -352,15 +352,23 @@ class _DropUnretrievedReadErrors:
 
     def filter(self, record) -> bool:
         message = record.getMessage()
-        return not ("exception was never retrieved" in message and "while reading array index" in message)
+        if record.exc_info and record.exc_info[1] is not None:
+            message += str(record.exc_info[1])
+        return not ("never retrieved" in message and _is_orbax_read_error(message))
 
 
 _UNRETRIEVED_FILTER = _DropUnretrievedReadErrors()
 
 
+def _is_orbax_read_error(text: str) -> bool:
+    """The messages orbax/TensorStore give for an unreadable array (seen: both of these forms)."""
+    return "while reading array index" in text or ("OUT_OF_RANGE" in text and "OCDBT" in text) or "TensorStore" in text
+
+
 def _mute_unretrieved_read_errors() -> None:
     """Install the filter above, and the same rule for the coroutines that Python reports through
-    ``sys.unraisablehook`` ("Exception ignored in: <coroutine _read_array_index…>")."""
+    ``sys.unraisablehook`` ("Exception ignored in: <coroutine _read_array_index…>") and for reader
+    threads (``threading.excepthook``)."""
     import logging
     import sys
 
@@ -371,10 +379,19 @@ def _mute_unretrieved_read_errors() -> None:
     previous = sys.unraisablehook
 
     def hook(unraisable) -> None:
-        if "while reading array index" not in str(unraisable.exc_value):
+        if not (_is_orbax_read_error(str(unraisable.exc_value)) or "orbax" in repr(unraisable.object)):
             previous(unraisable)
 
     sys.unraisablehook = hook
+    import threading
+
+    previous_thread_hook = threading.excepthook
+
+    def thread_hook(args) -> None:  # a reader thread that dies on the same error
+        if not _is_orbax_read_error(str(args.exc_value)):
+            previous_thread_hook(args)
+
+    threading.excepthook = thread_hook
 
 
 class CheckpointConflictError(ValueError):
